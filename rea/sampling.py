@@ -1,0 +1,329 @@
+"""Batched ancestral sampling with exact log-probabilities [REA §3.1].
+
+A completion x_{t+1:T} of a prompt x_{1:t} is drawn token by token at temperature 1 (no top-k/top-p), and its
+log-probability is the sum of the per-token terms
+
+    log p_M(x_{t+1:T} | x_{1:t}) = Σ_{τ=t}^{T-1} log p_M(x_{τ+1} | x_{1:τ}),
+
+which the sampler returns per token (``logp[N, L]``). A proposal sampler draws from a modified next-token
+distribution q(· | x_{1:τ}) instead (temperature T, additive logit bias) and also returns the exact ``logq[N, L]``,
+so that importance weights w = p_M(x)/q(x) = exp(Σ logp − Σ logq) are exact.
+
+Reproducibility: completion i of a call with seed s uses the uniforms of ``numpy.random.default_rng([s, i])`` and
+inverse-CDF sampling, so the tokens depend on (seed, i) only -- not on the batch size or device split.
+
+All sequences in a batch advance in lockstep, one position at a time, through the model's KV-cache
+:class:`rea.models.Decoder`. The TPS forward-shooting move (:func:`regenerate`) uses the same loop: positions
+before a chain's cut point are forced to its current tokens, positions from the cut on are sampled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+# --------------------------------------------------------------------------------------------- proposals
+
+
+class Proposal:
+    """The model itself: q = p_M. Subclasses map next-token logits ``[B, V]`` to proposal logits ``[B, V]``."""
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits
+
+    def describe(self) -> dict:
+        return {"kind": "model"}
+
+
+class Temperature(Proposal):
+    """q(v | ·) ∝ p_M(v | ·)^{1/T}: logits divided by ``temperature`` (> 0)."""
+
+    def __init__(self, temperature: float):
+        if not (np.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+        self.temperature = float(temperature)
+
+    def __call__(self, logits):
+        return logits / self.temperature
+
+    def describe(self):
+        return {"kind": "temperature", "temperature": self.temperature}
+
+
+class LogitBias(Proposal):
+    """q(v | ·) ∝ p_M(v | ·) e^{b·1[v ∈ S]}: add ``bias`` to the logits of the tokens ``token_ids``."""
+
+    def __init__(self, token_ids, bias: float):
+        ids = sorted({int(t) for t in token_ids})
+        if not ids:
+            raise ValueError("token_ids must name at least one token to bias")
+        if not np.isfinite(bias):
+            raise ValueError(f"bias must be a finite number, got {bias!r}")
+        self.token_ids, self.bias = ids, float(bias)
+        self._index = None
+
+    def __call__(self, logits):
+        if self._index is None or self._index.device != logits.device:
+            if max(self.token_ids) >= logits.shape[-1] or min(self.token_ids) < 0:
+                raise ValueError(f"token_ids must lie in [0, {logits.shape[-1]}), got {self.token_ids[:5]}...")
+            self._index = torch.tensor(self.token_ids, device=logits.device)
+        out = logits.clone()
+        out[:, self._index] += self.bias
+        return out
+
+    def describe(self):
+        return {"kind": "logit_bias", "bias": self.bias, "token_ids": self.token_ids}
+
+
+# --------------------------------------------------------------------------------------------- samples
+
+
+@dataclass
+class Samples:
+    """N completions of one prompt.
+
+    Attributes
+    ----------
+    prompt : str; prompt_ids : list[int] (length P)
+    tokens : int64 ``[N, L]`` completion tokens (after EOS, when stopping at EOS: the EOS id as padding)
+    logp : float64 ``[N, L]`` per-token log p_M (0 on padding)
+    logq : float64 ``[N, L]`` per-token log q of the proposal that drew them (equals logp for the model itself)
+    lengths : int64 ``[N]`` completion lengths (L unless stopped at EOS)
+    texts : list[str] decoded completions (without the prompt)
+    meta : dict -- model, proposal, seed, length, ...
+    """
+
+    prompt: str
+    prompt_ids: list[int]
+    tokens: np.ndarray
+    logp: np.ndarray
+    logq: np.ndarray
+    lengths: np.ndarray
+    texts: list[str]
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def log_weights(self) -> np.ndarray:
+        """log w = log p_M(x) − log q(x) per completion ``[N]`` (0 for samples from the model itself)."""
+        return self.logp.sum(1) - self.logq.sum(1)
+
+    def __getitem__(self, index) -> "Samples":
+        idx = np.arange(len(self))[index]
+        idx = np.atleast_1d(idx)
+        return Samples(
+            self.prompt, self.prompt_ids, self.tokens[idx], self.logp[idx], self.logq[idx], self.lengths[idx],
+            [self.texts[i] for i in idx], dict(self.meta),
+        )
+
+    @staticmethod
+    def concat(parts: list["Samples"]) -> "Samples":
+        first = parts[0]
+        return Samples(
+            first.prompt, first.prompt_ids,
+            np.concatenate([p.tokens for p in parts]), np.concatenate([p.logp for p in parts]),
+            np.concatenate([p.logq for p in parts]), np.concatenate([p.lengths for p in parts]),
+            [t for p in parts for t in p.texts], dict(first.meta),
+        )
+
+
+# --------------------------------------------------------------------------------------------- validation
+
+
+def _check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def encode_prompt(lm, prompt: str, length: int) -> list[int]:
+    """Tokenise ``prompt`` and check that prompt + ``length`` completion tokens fit the context window."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
+    length = _check_positive_int("length", length)
+    ids = lm.encode(prompt)
+    if not ids:
+        raise ValueError(f"prompt {prompt!r} encodes to no tokens; give a prompt with some text")
+    if len(ids) + length > lm.context_length:
+        raise ValueError(
+            f"prompt ({len(ids)} tokens) + length ({length}) exceeds the model's context window of "
+            f"{lm.context_length} tokens; shorten the prompt or the completion"
+        )
+    return ids
+
+
+def auto_batch_size(lm, total_length: int, cap: int | None = None) -> int:
+    """Largest batch whose decoding state fits a quarter of free memory (half on CUDA), at most ``cap``.
+
+    ``cap`` defaults to 64 on CPU (throughput saturates there) and 1024 on CUDA.
+    """
+    per_seq = max(1, lm.bytes_per_sequence(total_length))
+    if lm.device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(lm.device)
+        budget, cap = free // 2, cap or 1024
+    else:
+        import psutil
+
+        budget, cap = psutil.virtual_memory().available // 4, cap or 64
+    return int(max(1, min(cap, budget // per_seq)))
+
+
+def sequence_uniforms(seed: int, index: np.ndarray, length: int) -> np.ndarray:
+    """Uniforms ``[len(index), length]``: row k from ``numpy.random.default_rng([seed, index[k]])``."""
+    return np.stack([np.random.default_rng([int(seed), int(i)]).random(length) for i in index])
+
+
+# --------------------------------------------------------------------------------------------- the decode loop
+
+
+def _inverse_cdf(logq: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Token v with F(v−1) ≤ u·F(V) < F(v), F the float64 cumulative sum of exp(logq) ``[B, V]``; u ``[B]``."""
+    cdf = torch.cumsum(logq.double().exp(), dim=-1)
+    target = (u.double() * cdf[:, -1]).unsqueeze(1)
+    return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_max(logq.shape[-1] - 1)
+
+
+@torch.inference_mode()
+def _decode(lm, prompt_ids, uniforms, proposal=None, forced=None, cut=None, stop_at_eos=False):
+    """Lockstep decode of B sequences of length L = ``uniforms.shape[1]``.
+
+    Position τ of row b is forced to ``forced[b, τ]`` when τ < ``cut[b]`` and sampled from the proposal with
+    uniform ``uniforms[b, τ]`` otherwise. Returns int64 tokens, float64 logp and logq ``[B, L]`` and lengths ``[B]``
+    (numpy). With ``stop_at_eos`` a row ends at its first EOS: later positions hold EOS with log-probs 0.
+    """
+    proposal = proposal or Proposal()
+    batch, length = uniforms.shape
+    dev = lm.device
+    u = torch.as_tensor(uniforms, device=dev)
+    start = 0
+    if forced is not None:
+        forced_t = torch.as_tensor(np.asarray(forced), dtype=torch.long, device=dev)
+        cut_t = torch.as_tensor(np.asarray(cut), dtype=torch.long, device=dev)
+        start = int(np.min(cut))
+    prefix = torch.tensor(prompt_ids, dtype=torch.long, device=dev).expand(batch, -1)
+    if start:
+        prefix = torch.cat([prefix, forced_t[:, :start]], dim=1)
+    decoder = lm.decoder(batch)
+    logits = decoder.prefill(prefix)
+
+    tokens = torch.empty(batch, length, dtype=torch.long, device=dev)
+    logp = torch.zeros(batch, length, dtype=torch.float64, device=dev)
+    logq = torch.zeros(batch, length, dtype=torch.float64, device=dev)
+    if start:
+        tokens[:, :start] = forced_t[:, :start]
+    done = torch.zeros(batch, dtype=torch.bool, device=dev)
+    eos = lm.eos_token_id
+    for pos in range(start, length):
+        lp = torch.log_softmax(logits.float(), dim=-1)
+        lq = lp if type(proposal) is Proposal else torch.log_softmax(proposal(logits.float()), dim=-1)
+        tok = _inverse_cdf(lq, u[:, pos])
+        if forced is not None:
+            tok = torch.where(pos < cut_t, forced_t[:, pos], tok)
+        if stop_at_eos:
+            tok = torch.where(done, torch.full_like(tok, eos), tok)
+        tokens[:, pos] = tok
+        live = ~done
+        logp[:, pos] = torch.where(live, lp.gather(1, tok[:, None]).squeeze(1).double(), 0.0)
+        logq[:, pos] = torch.where(live, lq.gather(1, tok[:, None]).squeeze(1).double(), 0.0)
+        if stop_at_eos:
+            done |= tok == eos
+            if bool(done.all()):
+                tokens[:, pos + 1 :] = eos
+                break
+        if pos + 1 < length:
+            logits = decoder.step(tok)
+    if stop_at_eos:
+        is_eos = (tokens == eos).cpu().numpy()
+        first = np.where(is_eos.any(1), is_eos.argmax(1) + 1, length)
+    else:
+        first = np.full(batch, length)
+    return tokens.cpu().numpy(), logp.cpu().numpy(), logq.cpu().numpy(), first.astype(np.int64)
+
+
+def _texts(lm, tokens: np.ndarray, lengths: np.ndarray) -> list[str]:
+    return [lm.decode(row[:n]) for row, n in zip(tokens, lengths)]
+
+
+def sample(
+    lm,
+    prompt: str,
+    n: int,
+    length: int,
+    seed: int = 0,
+    proposal: Proposal | None = None,
+    batch_size: int | None = None,
+    stop_at_eos: bool = False,
+    progress: bool = True,
+) -> Samples:
+    """Draw ``n`` completions of ``length`` tokens from ``proposal`` (default: the model at temperature 1).
+
+    Returns :class:`Samples` with tokens ``[n, length]``, per-token log p_M and log q. EOS is an ordinary token
+    unless ``stop_at_eos``; then a completion ends at its first EOS (included) and is padded.
+    """
+    n = _check_positive_int("n", n)
+    prompt_ids = encode_prompt(lm, prompt, length)
+    if batch_size is None:
+        batch_size = auto_batch_size(lm, len(prompt_ids) + length)
+    batch_size = _check_positive_int("batch_size", batch_size)
+    parts = []
+    with tqdm(total=n, desc="sampling", unit="seq", disable=not progress) as bar:
+        for lo in range(0, n, batch_size):
+            index = np.arange(lo, min(n, lo + batch_size))
+            uniforms = sequence_uniforms(seed, index, length)
+            tokens, logp, logq, lengths = _decode(lm, prompt_ids, uniforms, proposal, stop_at_eos=stop_at_eos)
+            parts.append(Samples(prompt, prompt_ids, tokens, logp, logq, lengths, _texts(lm, tokens, lengths)))
+            bar.update(len(index))
+    out = Samples.concat(parts)
+    out.meta = {
+        "model": lm.name, "prompt": prompt, "n": n, "length": length, "seed": seed,
+        "proposal": (proposal or Proposal()).describe(), "stop_at_eos": stop_at_eos,
+    }
+    return out
+
+
+@torch.inference_mode()
+def score(lm, prompt: str | list[int], tokens, lengths=None, batch_size: int | None = None) -> np.ndarray:
+    """Teacher-forced log p_M of given completions: float64 ``[N, L]``, zero past ``lengths``.
+
+    One forward pass over prompt + completion per batch; ``logits[:, P−1+τ]`` scores completion token τ.
+    """
+    tokens = np.asarray(tokens, dtype=np.int64)
+    if tokens.ndim != 2 or tokens.shape[1] == 0:
+        raise ValueError(f"tokens must be a 2-D array [N, L] with L ≥ 1, got shape {tokens.shape}")
+    prompt_ids = encode_prompt(lm, prompt, tokens.shape[1]) if isinstance(prompt, str) else list(prompt)
+    n, length = tokens.shape
+    batch_size = batch_size or auto_batch_size(lm, len(prompt_ids) + length)
+    p = len(prompt_ids)
+    out = np.zeros((n, length))
+    for lo in range(0, n, batch_size):
+        chunk = torch.as_tensor(tokens[lo : lo + batch_size], device=lm.device)
+        ids = torch.cat([torch.tensor(prompt_ids, device=lm.device).expand(len(chunk), -1), chunk], dim=1)
+        logits = lm.logits(ids)[:, p - 1 : p - 1 + length]
+        out[lo : lo + len(chunk)] = (
+            torch.log_softmax(logits.float(), -1).gather(2, chunk[..., None]).squeeze(2).double().cpu().numpy()
+        )
+    if lengths is not None:
+        out[np.arange(length)[None, :] >= np.asarray(lengths)[:, None]] = 0.0
+    return out
+
+
+def regenerate(lm, prompt_ids, tokens, cut, uniforms, stop_at_eos: bool = False):
+    """The TPS forward-shooting move for B chains at once.
+
+    Keeps ``tokens[b, :cut[b]]`` and redraws positions ``cut[b]..L−1`` from p_M (temperature 1) with the given
+    ``uniforms[B, L]`` (only positions ≥ cut are used). Returns ``(new_tokens[B, L], logp[B, L], lengths[B])``;
+    ``logp`` is the per-token log p_M of the whole new completion, kept prefix included.
+    """
+    tokens = np.asarray(tokens, dtype=np.int64)
+    cut = np.asarray(cut, dtype=np.int64)
+    if tokens.ndim != 2 or cut.shape != (tokens.shape[0],):
+        raise ValueError(f"tokens must be [B, L] and cut [B]; got {tokens.shape} and {cut.shape}")
+    if (cut < 0).any() or (cut >= tokens.shape[1]).any():
+        raise ValueError(f"cut points must lie in [0, {tokens.shape[1]}) (L = completion length)")
+    new, logp, _, lengths = _decode(lm, prompt_ids, uniforms, forced=tokens, cut=cut, stop_at_eos=stop_at_eos)
+    return new, logp, lengths
