@@ -189,12 +189,14 @@ def _inverse_cdf(logq: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def _decode(lm, prompt_ids, uniforms, proposal=None, forced=None, cut=None, stop_at_eos=False):
+def _decode(lm, prompt_ids, uniforms, proposal=None, forced=None, cut=None, forced_logp=None, stop_at_eos=False):
     """Lockstep decode of B sequences of length L = ``uniforms.shape[1]``.
 
     Position τ of row b is forced to ``forced[b, τ]`` when τ < ``cut[b]`` and sampled from the proposal with
     uniform ``uniforms[b, τ]`` otherwise. Returns int64 tokens, float64 logp and logq ``[B, L]`` and lengths ``[B]``
     (numpy). With ``stop_at_eos`` a row ends at its first EOS: later positions hold EOS with log-probs 0.
+    The forced positions before ``min(cut)`` go through the prefill in one pass; their log-probs are copied from
+    ``forced_logp[B, L]`` (the per-token log p_M of ``forced``), or teacher-forced when it is not given.
     """
     proposal = proposal or Proposal()
     batch, length = uniforms.shape
@@ -216,6 +218,10 @@ def _decode(lm, prompt_ids, uniforms, proposal=None, forced=None, cut=None, stop
     logq = torch.zeros(batch, length, dtype=torch.float64, device=dev)
     if start:
         tokens[:, :start] = forced_t[:, :start]
+        if forced_logp is None:
+            forced_logp = score(lm, prompt_ids, np.asarray(forced)[:, :start], batch_size=batch)
+        logp[:, :start] = torch.as_tensor(np.asarray(forced_logp)[:, :start], device=dev)
+        logq[:, :start] = logp[:, :start]
     done = torch.zeros(batch, dtype=torch.bool, device=dev)
     eos = lm.eos_token_id
     for pos in range(start, length):
@@ -312,12 +318,14 @@ def score(lm, prompt: str | list[int], tokens, lengths=None, batch_size: int | N
     return out
 
 
-def regenerate(lm, prompt_ids, tokens, cut, uniforms, stop_at_eos: bool = False):
+def regenerate(lm, prompt_ids, tokens, cut, uniforms, logp=None, stop_at_eos: bool = False):
     """The TPS forward-shooting move for B chains at once.
 
     Keeps ``tokens[b, :cut[b]]`` and redraws positions ``cut[b]..L−1`` from p_M (temperature 1) with the given
-    ``uniforms[B, L]`` (only positions ≥ cut are used). Returns ``(new_tokens[B, L], logp[B, L], lengths[B])``;
-    ``logp`` is the per-token log p_M of the whole new completion, kept prefix included.
+    ``uniforms[B, L]`` (only positions ≥ cut are used). ``logp[B, L]``, the per-token log p_M of the current
+    ``tokens``, saves re-scoring the kept prefix (its terms are unchanged: same tokens, same context); without it
+    the prefix is teacher-forced. Returns ``(new_tokens[B, L], logp[B, L], lengths[B])``, ``logp`` being the
+    per-token log p_M of the whole new completion, kept prefix included.
     """
     tokens = np.asarray(tokens, dtype=np.int64)
     cut = np.asarray(cut, dtype=np.int64)
@@ -325,5 +333,9 @@ def regenerate(lm, prompt_ids, tokens, cut, uniforms, stop_at_eos: bool = False)
         raise ValueError(f"tokens must be [B, L] and cut [B]; got {tokens.shape} and {cut.shape}")
     if (cut < 0).any() or (cut >= tokens.shape[1]).any():
         raise ValueError(f"cut points must lie in [0, {tokens.shape[1]}) (L = completion length)")
-    new, logp, _, lengths = _decode(lm, prompt_ids, uniforms, forced=tokens, cut=cut, stop_at_eos=stop_at_eos)
-    return new, logp, lengths
+    if logp is not None and np.shape(logp) != tokens.shape:
+        raise ValueError(f"logp must have the shape of tokens {tokens.shape}, got {np.shape(logp)}")
+    new, new_logp, _, lengths = _decode(
+        lm, prompt_ids, uniforms, forced=tokens, cut=cut, forced_logp=logp, stop_at_eos=stop_at_eos
+    )
+    return new, new_logp, lengths

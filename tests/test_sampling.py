@@ -81,13 +81,16 @@ def test_proposal_logq_is_exact(tiny_llama, proposal):
 
 def test_regenerate_keeps_prefix_and_scores_exactly(lm):
     s = sample(lm, PROMPT, n=6, length=10, seed=1, progress=False)
-    cut = np.array([0, 1, 4, 9, 5, 2])
-    new, logp, lengths = regenerate(lm, s.prompt_ids, s.tokens, cut, sequence_uniforms(99, np.arange(6), 10))
-    for i, c in enumerate(cut):
-        assert np.array_equal(new[i, :c], s.tokens[i, :c])
-    assert not np.array_equal(new, s.tokens)
-    assert np.abs(score(lm, s.prompt_ids, new).sum(1) - logp.sum(1)).max() < 1e-4
-    assert (lengths == 10).all()
+    uniforms = sequence_uniforms(99, np.arange(6), 10)
+    for cut in (np.array([0, 1, 4, 9, 5, 2]), np.array([3, 3, 4, 9, 5, 6])):  # min(cut) > 0: forced prefill
+        new, logp, lengths = regenerate(lm, s.prompt_ids, s.tokens, cut, uniforms)
+        new2, logp2, _ = regenerate(lm, s.prompt_ids, s.tokens, cut, uniforms, logp=s.logp)
+        for i, c in enumerate(cut):
+            assert np.array_equal(new[i, :c], s.tokens[i, :c])
+        assert not np.array_equal(new, s.tokens) and np.array_equal(new, new2)
+        rescored = score(lm, s.prompt_ids, new)
+        assert np.abs(rescored - logp).max() < 1e-5 and np.abs(rescored - logp2).max() < 1e-5
+        assert (lengths == 10).all()
 
 
 @pytest.mark.parametrize(
