@@ -380,3 +380,70 @@ def test_mbar_tail_near_1e_minus_30():
     assert truth < 1e-30
     assert df.ci_low[0] <= truth <= df.ci_high[0]
     assert df.log10_p[0] == pytest.approx(np.log10(truth), abs=0.2)
+
+
+# --------------------------------------------------------------------------------------------- our Newton solver
+
+
+def test_newton_solver_matches_pymbar_robust(gaussian_mbar):
+    """Default solver (Newton, ties merged) gives pymbar's robust solution to 1e-9, on continuous and tied φ."""
+    lams, mb = gaussian_mbar
+    assert mb.solver == "newton" and mb.solver_info["converged"] and mb.solver_info["error"] < 1e-10
+    phi_orig = np.empty(mb.N)
+    phi_orig[mb._order] = mb.phi
+    lam_orig = np.empty(mb.N)
+    lam_orig[mb._order] = mb.lambdas[mb.state]
+    ref = TiltedMBAR(phi_orig, lam_orig, solver_protocol="robust")
+    assert ref.solver == "pymbar"
+    np.testing.assert_allclose(mb.f_k, ref.f_k, atol=1e-9)
+    np.testing.assert_allclose(mb.tail([5.0]).log_p, ref.tail([5.0]).log_p, atol=1e-8)
+    # integer φ: thousands of samples collapse to a few dozen distinct values
+    rng = np.random.default_rng(21)
+    blams = np.array([-3.0, -1.5, 0.0, 1.0])
+    tp = 0.3 * np.exp(-blams) / (0.7 + 0.3 * np.exp(-blams))
+    phis = [rng.binomial(30, q, 2000).astype(float) for q in tp]
+    a = TiltedMBAR.from_states(phis, blams)
+    b = TiltedMBAR.from_states(phis, blams, solver_protocol="robust")
+    assert "31 distinct" in a.solver_messages[0] or "distinct φ" in a.solver_messages[0]
+    np.testing.assert_allclose(a.f_k, b.f_k, atol=1e-9)
+
+
+def test_newton_solver_from_a_bad_start_and_loud_failure():
+    from rea.estimators import _newton_tilted_mbar
+
+    rng = np.random.default_rng(22)
+    lams = np.array([-6.0, -4.0, -2.0, 0.0, 2.0])
+    phis = gaussian_states(lams, 500, rng)
+    phi = np.concatenate(phis)
+    u, c = np.unique(phi, return_counts=True)
+    nk = np.full(lams.size, 500.0)
+    # start far away (f = 0 everywhere, truth −λ²/2 down to −18): the line search still converges
+    f, info = _newton_tilted_mbar(u, c.astype(float), lams, nk, 3, np.zeros(5))
+    assert info["converged"]
+    np.testing.assert_allclose(-f, gaussian_log_z(lams), atol=0.3)
+    with pytest.raises(MBARConvergenceError, match="intermediate λ"):
+        TiltedMBAR.from_states(phis, lams, maximum_iterations=0)
+
+
+@pytest.mark.filterwarnings("ignore::rea.estimators.OverlapWarning")
+def test_counts_equal_repeated_rows():
+    """counts = multiplicities gives exactly the MBAR of the expanded samples (f, tails, errors, overlap)."""
+    rng = np.random.default_rng(23)
+    lams = np.array([-3.0, -1.5, 0.0])
+    tp = 0.3 * np.exp(-lams) / (0.7 + 0.3 * np.exp(-lams))
+    phi = np.concatenate([rng.binomial(30, q, 800).astype(float) for q in tp])
+    lam = np.repeat(lams, 800)
+    full = TiltedMBAR(phi, lam)
+    key, inv, cnt = np.unique(np.stack([phi, lam], 1), axis=0, return_inverse=True, return_counts=True)
+    agg = TiltedMBAR(key[:, 0], key[:, 1], counts=np.append(cnt, 0)[:-1])
+    np.testing.assert_allclose(agg.f_k, full.f_k, atol=1e-10)
+    np.testing.assert_allclose(agg.n_k, full.n_k)
+    for a, b in [(agg.tail([12.0, 20.0]), full.tail([12.0, 20.0])), (agg.log_partition(), full.log_partition()),
+                 (agg.log_partition_at([-2.0]), full.log_partition_at([-2.0]))]:
+        for col in ("log_z", "sigma") if "log_z" in a else ("log_p", "sigma_log", "n"):
+            np.testing.assert_allclose(a[col], b[col], rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(agg.overlap(), full.overlap(), atol=1e-10)
+    with pytest.raises(ValueError, match="^counts"):
+        TiltedMBAR(phi, lam, counts=np.ones(phi.size))  # float counts
+    with pytest.raises(ValueError, match="^counts"):
+        agg.expectation(np.ones(agg.N))

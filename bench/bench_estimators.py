@@ -1,0 +1,134 @@
+"""Estimator benchmarks: MBAR solve time and the token efficiency of TPS+MBAR against direct sampling.
+
+    .venv/bin/python bench/bench_estimators.py            # MBAR time + toy efficiency (+ SmolLM2 unless --quick)
+    .venv/bin/python bench/bench_estimators.py --quick    # skip the SmolLM2 section
+    .venv/bin/python bench/bench_estimators.py --pymbar   # also time pymbar's robust solver on the same data
+
+Lines printed for the record:
+    mbar_solve_seconds_1e6x21: X.X                 TiltedMBAR on 1e6 Gaussian samples × 21 tilted states
+    tps_mbar_token_efficiency_vs_direct: X         toy, φ = count of ' the'/' a', L = 30, deepest tail reached
+    smollm_tps_mbar_token_efficiency_vs_direct: X  SmolLM2, 32-token completions, a tail both methods reach
+
+Token efficiency = (tokens direct sampling needs for 20 % relative error) / (tokens TPS+MBAR needs for 20 %).
+Direct: a binomial estimate has relative error √((1 − p)/(N p)), so N = (1 − p)/(p·0.2²) samples of L tokens.
+TPS+MBAR: run once with T tokens (Σ over moves of the regenerated L − cut tokens, plus L per initial chain state,
+plus L per direct sample), measure the relative error r as the half-width of the 96 % bootstrap CI over chains
+divided by 2.054 (its σ in log space, ≈ relative σ), and scale: relative error ∝ 1/√tokens, so
+T_20% = T · (r / 0.2)².
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rea.analysis import tps_mbar, tps_tokens  # noqa: E402
+from rea.estimators import TiltedMBAR, z_value  # noqa: E402
+
+Z96 = z_value(0.96)
+
+
+def bench_mbar(pymbar: bool = False, repeats: int = 3) -> float:
+    rng = np.random.default_rng(0)
+    lams = np.linspace(-7.0, 3.0, 21)
+    lams[np.argmin(np.abs(lams))] = 0.0
+    n = 10**6 // 21 + 1
+    phi = np.concatenate([rng.normal(-lam, 1.0, n) for lam in lams])[: 10**6]
+    lam = np.repeat(lams, n)[: 10**6]
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        mb = TiltedMBAR(phi, lam)
+        times.append(time.perf_counter() - t0)
+    best = min(times)
+    print(f"  newton: {mb.solver_messages[0]}; times {', '.join(f'{t:.1f}' for t in times)} s")
+    if pymbar:
+        t0 = time.perf_counter()
+        ref = TiltedMBAR(phi, lam, solver_protocol="robust")
+        print(f"  pymbar robust: {time.perf_counter() - t0:.1f} s; max |Δf| = {np.abs(ref.f_k - mb.f_k).max():.1e}")
+    print(f"mbar_solve_seconds_1e6x21: {best:.1f}")
+    return best
+
+
+def _efficiency(df, row, tokens, length, p_exact=None):
+    r = df.rel_ci_half.iloc[row] / Z96  # σ of the estimate relative to it
+    t20 = tokens * (r / 0.2) ** 2
+    p = p_exact if p_exact is not None else df.p.iloc[row]
+    direct20 = length * (1 - p) / (p * 0.2**2)
+    return direct20 / t20, r, t20, direct20
+
+
+def bench_toy(scale: float = 1.0) -> float:
+    from rea.validate import toy_tps_run
+
+    t0 = time.perf_counter()
+    res, direct, L, dist, direct_tokens = toy_tps_run(scale, seed=0)
+    # the deepest threshold the GR-passing biases reach (P(φ ≥ 10) = 4.3e-7 and P(φ ≥ 11) = 4.9e-10 are not reached
+    # by this TPS at this budget: see rea.validate.toy_tps_run)
+    df0 = tps_mbar(res, direct, [1.0], method="analytic")
+    a = float(min(11.0, np.floor(res.records.loc[res.records["lambda"].isin(df0.attrs["lambdas"]), "phi"].max())))
+    p = float(np.exp(dist.log_tail(a)))
+    df = tps_mbar(res, direct, [a])
+    tokens = tps_tokens(res, L) + direct_tokens
+    eff, r, t20, d20 = _efficiency(df, 0, tokens, L, p)
+    print(f"  toy, φ = count of ' the'/' a', L={L}: P(φ≥{a:g}) exact {p:.3g}, TPS+MBAR {df.p.iloc[0]:.3g} "
+          f"[{df.ci_low.iloc[0]:.3g}, {df.ci_high.iloc[0]:.3g}], rel. error {r:.2f} at {tokens:.3g} tokens -> "
+          f"{t20:.3g} tokens for 20 %; direct needs {d20:.3g}; dropped biases {df.attrs['dropped']} "
+          f"({time.perf_counter() - t0:.0f} s)")
+    print(f"tps_mbar_token_efficiency_vs_direct: {eff:.3g}")
+    return eff
+
+
+def bench_smollm(budget_s: float = 540.0) -> float:
+    from rea.models import load_model
+    from rea.observables import repeats
+    from rea.sampling import sample
+    from rea.tps import TPSConfig, run_tps
+
+    lm = load_model()
+    L, prompt = 32, "The sky is"
+    t0 = time.perf_counter()
+    n_direct = 600
+    direct = repeats(sample(lm, prompt, n_direct, L, seed=1, progress=False))
+    t_direct = time.perf_counter() - t0
+    thr = float(np.quantile(direct, 0.99))  # a tail both methods reach, p ≈ 1e-2
+    steps = max(20, int((budget_s - 2 * t_direct) / max(1e-3, t_direct / n_direct * L / 16 * 2.0) / 2))
+    cfg = TPSConfig(prompt=prompt, length=L, lambdas_pos=[], lambdas_neg=[-0.25, -0.5], n_steps=min(steps, 150),
+                    n_chains=4, seed=0, observable="repeats", checkpoint_every=10**6)
+    with tempfile.TemporaryDirectory() as tmp:
+        res = run_tps(lm, cfg, tmp, progress=False)
+    df = tps_mbar(res, direct, [thr])
+    tokens = tps_tokens(res, L) + n_direct * L
+    eff, r, t20, d20 = _efficiency(df, 0, tokens, L)
+    dr = df.direct_rel_ci_half.iloc[0] / Z96
+    print(f"  SmolLM2 repeats L={L} '{prompt}': P(φ≥{thr:g}) TPS+MBAR {df.p.iloc[0]:.3g} (direct {df.direct_p.iloc[0]:.3g}"
+          f", rel. error {dr:.2f} at {n_direct * L} tokens); TPS+MBAR rel. error {r:.2f} at {tokens:.3g} tokens -> "
+          f"{t20:.3g} for 20 %; direct needs {d20:.3g} ({time.perf_counter() - t0:.0f} s)")
+    print(f"smollm_tps_mbar_token_efficiency_vs_direct: {eff:.3g}")
+    return eff
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="skip the SmolLM2 section")
+    ap.add_argument("--smollm", action="store_true", help="only the SmolLM2 section")
+    ap.add_argument("--pymbar", action="store_true", help="also time pymbar's robust solver (~1 min)")
+    args = ap.parse_args(argv)
+    warnings.simplefilter("ignore")
+    if not args.smollm:
+        bench_mbar(args.pymbar)
+        bench_toy()
+    if args.smollm or not args.quick:
+        bench_smollm()
+
+
+if __name__ == "__main__":
+    main()
