@@ -34,8 +34,10 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (rea)" >/dev/null
 	touch $(STAMP)
 
+NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/golden/sanitize.cfg --nbval-cell-timeout 900
+
 test: setup
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q $(NBVAL) tests
 
 validate: setup
 	$(BIN)/python -m rea.validate
@@ -44,8 +46,12 @@ bench: setup
 	$(BIN)/python bench/bench_sampler.py
 
 book: setup
+	$(BIN)/python -m rea.bookcache
 	rm -rf _build/.doctrees
 	$(BIN)/jupyter-book build . -W -n --keep-going
+
+golden: setup
+	$(BIN)/python -m rea.golden
 
 run: setup
 	$(BIN)/rea run $(CHAPTER) $(if $(PROMPT),--prompt "$(PROMPT)") $(PARAMS)
