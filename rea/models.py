@@ -142,11 +142,19 @@ class HFLanguageModel:
     def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=input_ids.to(self.device), use_cache=False).logits.float()
 
-    def decoder(self, batch_size: int) -> Decoder:
+    def decoder(self, batch_size: int, max_length: int | None = None) -> Decoder:
+        """KV-cache decoder for ``batch_size`` rows; ``max_length`` (prompt + completion) sizes a static cache.
+
+        Llama models use :class:`rea.fastdecode.LlamaDecoder` unless it reports an unsupported feature
+        (``ValueError``); then, and for other architectures, the generic :class:`HFDecoder`.
+        """
         if self.fast_decode:
             from rea.fastdecode import LlamaDecoder
 
-            return LlamaDecoder(self.model, batch_size)
+            try:
+                return LlamaDecoder(self.model, batch_size, max_length=max_length)
+            except ValueError:
+                self.fast_decode = False
         return HFDecoder(self.model)
 
     def bytes_per_sequence(self, length: int) -> int:

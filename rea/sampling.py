@@ -182,8 +182,11 @@ def sequence_uniforms(seed: int, index: np.ndarray, length: int) -> np.ndarray:
 
 
 def _inverse_cdf(logq: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Token v with F(v−1) ≤ u·F(V) < F(v), F the float64 cumulative sum of exp(logq) ``[B, V]``; u ``[B]``."""
-    cdf = torch.cumsum(logq.double().exp(), dim=-1)
+    """Token v with F(v−1) ≤ u·F(V) < F(v), F the cumulative sum (accumulated in float64) of exp(logq) ``[B, V]``.
+
+    ``u`` ``[B]`` are uniforms. Zero-probability tokens have F(v) = F(v−1) and are never chosen.
+    """
+    cdf = torch.cumsum(logq.exp(), dim=-1, dtype=torch.float64)
     target = (u.double() * cdf[:, -1]).unsqueeze(1)
     return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_max(logq.shape[-1] - 1)
 

@@ -1,0 +1,148 @@
+"""The lean llama decode step (rea.fastdecode) against Hugging Face's full forward pass, and inside the sampler."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from rea.fastdecode import LlamaDecoder
+from rea.models import HFDecoder, HFLanguageModel
+from rea.sampling import regenerate, sample, score, sequence_uniforms
+
+VOCAB = 101
+
+CONFIGS = {
+    "gqa-tied": dict(num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True),
+    "mha-untied": dict(num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=False),
+    "gqa3-untied-bias": dict(num_attention_heads=6, num_key_value_heads=2, tie_word_embeddings=False,
+                             attention_bias=True, mlp_bias=True, head_dim=8, rms_norm_eps=1e-5),
+}
+
+
+def random_llama(seed=0, **overrides) -> LlamaForCausalLM:
+    """A 2-layer random llama built in-process, weights larger than the default init (peaked distributions)."""
+    kw = dict(vocab_size=VOCAB, hidden_size=48, intermediate_size=80, num_hidden_layers=2,
+              max_position_embeddings=256, rope_theta=500.0)
+    kw.update(overrides)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(LlamaConfig(**kw)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3) if p.dim() > 1 else p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+class CharTokenizer:
+    """Enough of a tokenizer for HFLanguageModel: one id per character, id 0 is EOS."""
+
+    eos_token_id = 0
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [1 + ord(c) % (VOCAB - 1) for c in text]}
+
+    def decode(self, ids, skip_special_tokens=False):
+        return "".join(chr(96 + i % 26) for i in ids)
+
+
+def wrap(model) -> HFLanguageModel:
+    return HFLanguageModel(model, CharTokenizer(), name="random-llama")
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("pack", [False, True])
+@pytest.mark.parametrize("shared", [False, True])
+def test_logits_equal_hf_forward_at_every_position(name, pack, shared):
+    model = random_llama(**CONFIGS[name])
+    B, P, steps = 6, 5, 9
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, VOCAB, (B, P + steps), generator=g)
+    if shared:  # some rows share their prefix, others do not
+        ids[2, :P] = ids[0, :P]
+        ids[4, :P] = ids[0, :P]
+    with torch.inference_mode():
+        ref = model(ids).logits
+    dec = LlamaDecoder(model, B, max_length=P + 2, pack=pack)  # too short: the cache must grow
+    err = [(dec.prefill(ids[:, :P]) - ref[:, P - 1]).abs().max().item()]
+    for t in range(P, P + steps):
+        err.append((dec.step(ids[:, t]) - ref[:, t]).abs().max().item())
+    assert dec.cache.shape[-2] >= P + steps
+    assert max(err) < 1e-4, err
+
+
+def test_identical_prompt_rows_are_computed_once_and_broadcast():
+    model = random_llama(**CONFIGS["gqa-tied"])
+    B, P, steps = 5, 7, 4
+    ids = torch.randint(0, VOCAB, (1, P + steps)).expand(B, -1).clone()
+    ids[:, P:] = torch.randint(0, VOCAB, (B, steps))  # rows diverge after the prompt
+    with torch.inference_mode():
+        ref = model(ids).logits
+    dec = LlamaDecoder(model, B)
+    out = [dec.prefill(ids[:, :P])] + [dec.step(ids[:, t]) for t in range(P, P + steps)]
+    assert torch.allclose(torch.stack(out, 1), ref[:, P - 1 :], atol=1e-4)
+
+
+def test_weights_follow_in_place_updates():
+    model = random_llama(**CONFIGS["mha-untied"])
+    ids = torch.randint(0, VOCAB, (2, 4))
+    before = LlamaDecoder(model, 2).prefill(ids)
+    with torch.no_grad():
+        model.model.layers[0].mlp.up_proj.weight.mul_(2.0)
+        ref = model(ids).logits[:, -1]
+    after = LlamaDecoder(model, 2).prefill(ids)
+    assert not torch.allclose(before, after, atol=1e-3)
+    assert torch.allclose(after, ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["gqa-tied", "gqa3-untied-bias"])
+def test_sampler_agrees_with_teacher_forced_score(name):
+    lm = wrap(random_llama(**CONFIGS[name]))
+    assert isinstance(lm.decoder(4), LlamaDecoder)
+    s = sample(lm, "once upon", n=10, length=16, seed=2, batch_size=4, progress=False)
+    assert np.abs(score(lm, "once upon", s.tokens).sum(1) - s.logp.sum(1)).max() < 1e-4
+    # the TPS move: rows with different forced prefixes
+    cut = np.array([0, 3, 8, 15, 3, 11, 1, 0, 9, 5])
+    u = sequence_uniforms(5, np.arange(10), 16)
+    new, logp, _ = regenerate(lm, lm.encode("once upon"), s.tokens, cut, u)
+    for b in range(10):
+        assert np.array_equal(new[b, : cut[b]], s.tokens[b, : cut[b]])
+    assert np.abs(score(lm, "once upon", new).sum(1) - logp.sum(1)).max() < 1e-4
+
+
+def test_fast_and_hf_decoders_draw_the_same_samples():
+    model = random_llama(**CONFIGS["gqa-tied"])
+    fast, plain = wrap(model), HFLanguageModel(model, CharTokenizer(), name="random-llama", fast_decode=False)
+    a = sample(fast, "the cat", n=6, length=12, seed=4, progress=False)
+    b = sample(plain, "the cat", n=6, length=12, seed=4, progress=False)
+    assert np.array_equal(a.tokens, b.tokens)
+    assert np.allclose(a.logp, b.logp, atol=1e-5)
+
+
+def test_unsupported_rope_falls_back_to_hf_decoder():
+    rope = {"rope_type": "dynamic", "rope_theta": 500.0, "factor": 2.0}
+    lm = wrap(random_llama(rope_parameters=rope, **CONFIGS["gqa-tied"]))
+    with pytest.raises(ValueError, match="rope_type"):
+        LlamaDecoder(lm.model, 2)
+    assert isinstance(lm.decoder(2), HFDecoder)
+    s = sample(lm, "once", n=3, length=5, progress=False)
+    assert np.abs(score(lm, "once", s.tokens).sum(1) - s.logp.sum(1)).max() < 1e-4
+
+
+@pytest.mark.slow
+def test_embedded_model_fast_decoder_matches_hf():
+    from rea.models import load_model
+
+    lm = load_model(device="cpu")
+    assert lm.fast_decode
+    prompt = "Once upon a time, in a big forest, there lived a rhinoc"
+    B, steps = 8, 6
+    prompt_ids = torch.tensor(lm.encode(prompt))
+    ids = torch.cat([prompt_ids.expand(B, -1), torch.randint(0, lm.vocab_size, (B, steps))], 1)
+    P = len(prompt_ids)
+    with torch.inference_mode():
+        ref = lm.model(ids).logits
+    dec = lm.decoder(B)
+    assert isinstance(dec, LlamaDecoder)
+    out = [dec.prefill(ids[:, :P])] + [dec.step(ids[:, t]) for t in range(P, P + steps)]
+    assert (torch.stack(out, 1) - ref[:, P - 1 :]).abs().max().item() < 1e-3
+    s = sample(lm, prompt, n=8, length=24, seed=0, progress=False)
+    assert np.abs(score(lm, prompt, s.tokens).sum(1) - s.logp.sum(1)).max() < 1e-4
