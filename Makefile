@@ -44,6 +44,8 @@ validate: setup
 
 bench: setup
 	$(BIN)/python bench/bench_sampler.py
+	$(BIN)/python bench/bench_estimators.py
+	$(BIN)/python bench/bench_lowprob.py
 
 book: setup
 	$(BIN)/python -m rea.bookcache
