@@ -417,18 +417,10 @@ def logprob_distribution(lm, prompt, length: int, max_sequences: int = 10**7) ->
     P(φ = v) = Σ_{x: log p(x) = v} p(x) = #{x: log p(x) = v}·e^{v}; atoms are the V^L values of
     Σ_τ log A[x_τ, x_{τ+1}] (float64), exactly equal values merged. Needs V^L ≤ ``max_sequences``.
     """
-    length = _check_length(length)
-    x0 = prompt_state(lm, prompt)
-    log_a = np.log(_matrix(lm))
-    v = log_a.shape[0]
-    if v**length > max_sequences:
-        raise ValueError(
-            f"the exact Log-Prob distribution enumerates {v}^{length} = {v**length:.3g} completions, more than "
-            f"max_sequences={max_sequences:.3g}; use length ≤ {int(np.log(max_sequences) / np.log(v))} for V = {v}"
-        )
-    lp = log_a[x0].copy()
-    for _ in range(length - 1):
-        lp = (lp.reshape(-1, v)[:, :, None] + log_a[None]).reshape(-1)
+    try:
+        _, lp = enumerate_completions(lm, prompt, length, max_sequences)
+    except ValueError as err:
+        raise ValueError(f"the exact Log-Prob distribution {err}") from None
     values, counts = np.unique(lp, return_counts=True)
     return ExactDistribution(values, values + np.log(counts))
 

@@ -49,6 +49,15 @@ def _save(tmp_path_factory, name, config):
     return str(path)
 
 
+@pytest.fixture(scope="module")
+def single_thread():
+    """Tiny models and the toy LM run faster without intra-op threads (OpenMP wake-ups dominate tiny tensors)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory):
     """Directory with a 2-layer random llama (GQA, 4 heads / 2 KV heads) and a byte-level BPE tokenizer."""

@@ -13,12 +13,7 @@ LAMS = np.array([-2.0, -0.5, 0.3, 2.0])
 COUNTED = ["!", " ha", "very"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

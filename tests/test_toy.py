@@ -11,13 +11,7 @@ from rea.sampling import regenerate, sample, score, sequence_uniforms
 from rea.toy import DEFAULT_PROMPT, ToyLM
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The toy's tensors are tiny: intra-op threads only add OpenMP wake-up latency (large on a loaded machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
