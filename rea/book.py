@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -73,3 +75,143 @@ def score_proposal(lm, prompt_ids, tokens, proposal=None, batch_size: int = 256)
             torch.log_softmax(flat, -1).gather(2, chunk[..., None]).squeeze(2).double().cpu().numpy()
         )
     return out
+
+
+# --------------------------------------------------------------------------------------------- shared real-model runs
+
+REAL_TPS: dict[str, dict] = {
+    # length L, chains J per direction, steps N per bias, biases per sign (|λ| grids below), direct samples
+    "ci": dict(length=8, n_chains=2, n_steps=4, lambdas_ari=[0.05], lambdas_logprob=[0.01], n_direct=16),
+    "quick": dict(length=24, n_chains=4, n_steps=16, lambdas_ari=[0.03, 0.1, 0.3],
+                  lambdas_logprob=[0.01, 0.03, 0.1], n_direct=96),
+    "paper": dict(length=100, n_chains=10, n_steps=40_000,
+                  lambdas_ari=[0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2],
+                  lambdas_logprob=[0.0005, 0.001, 0.002, 0.003, 0.005, 0.007, 0.01, 0.015, 0.02, 0.03],
+                  n_direct=200_000),
+}
+"""The one real-model TPS budget chapters 3–6 share (same profile and knobs → the same cached run)."""
+
+
+def book_runs_dir() -> Path:
+    """``$REA_CACHE/book-runs`` (default ``~/.cache/rea/book-runs``): TPS runs and direct samples shared by chapters."""
+    from rea.models import cache_dir
+
+    return cache_dir() / "book-runs"
+
+
+def _run_key(kind: str, model: str, spec: dict) -> str:
+    """Cache key of a shared run: its spec, the model and a hash of the package's source (so code changes rerun)."""
+    import hashlib
+    import json
+
+    from rea.bookcache import package_hash
+
+    code = package_hash(Path(__file__).resolve().parents[1])
+    blob = json.dumps({**spec, "kind": kind, "model": model, "rea": code}, sort_keys=True, default=str)
+    return f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+
+
+def cached_tps(lm, config, progress: bool = False):
+    """Run annealed TPS once per (config, model, package source) and reuse it: :func:`rea.tps.run_tps` into
+    ``book_runs_dir()/<hash>/`` with ``resume=True`` (a finished run is just loaded, an interrupted one continued).
+
+    Chapters 4–6 call this with the same :class:`rea.tps.TPSConfig`, so the expensive run happens in whichever
+    chapter executes first. Returns the :class:`rea.tps.TPSResult`.
+    """
+    from rea.tps import CHECKPOINT, load_tps, run_tps
+
+    spec = config.to_dict()
+    spec.pop("checkpoint_every", None)
+    spec["model"] = lm.name
+    out = book_runs_dir() / _run_key("tps", lm.name, spec)
+    with _locked(out):  # two chapters executing at once share the run instead of racing for it
+        if (out / "records.parquet").exists():
+            return load_tps(out, lm=lm, config=config)
+        return run_tps(lm, config, out, resume=(out / CHECKPOINT).exists(), progress=progress)
+
+
+class _locked:
+    """An exclusive ``fcntl`` lock on ``<path>.lock`` for the duration of a ``with`` block (no-op without fcntl)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(str(path) + ".lock")
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(self.path, "w")
+        try:
+            import fcntl
+
+            fcntl.flock(self.fh, fcntl.LOCK_EX)
+        except ImportError:  # pragma: no cover - not POSIX
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        self.fh.close()  # closing releases the lock
+        return False
+
+
+def cached_samples(lm, prompt: str, n: int, length: int, seed: int = 0):
+    """Direct samples of the model (:func:`rea.sampling.sample`), stored once under ``book_runs_dir()`` and
+    reloaded by later chapters (the same completions, since completion i depends only on (seed, i))."""
+    from rea import storage
+    from rea.sampling import sample
+
+    path = book_runs_dir() / (_run_key("direct", lm.name, dict(prompt=prompt, n=n, length=length, seed=seed))
+                              + ".parquet")
+    with _locked(path):
+        if path.exists():
+            return storage.load_samples(path)
+        out = sample(lm, prompt, n=n, length=length, seed=seed, progress=False)
+        storage.save_samples(out, path, storage.provenance(model=lm.name, prompt=prompt, n=n, length=length,
+                                                           seed=seed))
+    return out
+
+
+def real_tps_configs(B: dict, prompt: str, seed: int, record_tokens_every: int | None = 1) -> dict:
+    """The shared TPS configs ``{"ari": ..., "logprob": ...}`` of a :data:`REAL_TPS`-style budget ``B``."""
+    from rea.tps import TPSConfig
+
+    return {obs: TPSConfig(prompt=prompt, length=B["length"], lambdas_pos=list(B[f"lambdas_{obs}"]),
+                           n_steps=B["n_steps"], n_chains=B["n_chains"], seed=seed, observable=obs,
+                           record_tokens_every=record_tokens_every, checkpoint_every=max(B["n_steps"], 50))
+            for obs in ("ari", "logprob")}
+
+
+def max_run(tokens) -> np.ndarray:
+    """Longest run of one repeated token per completion: int ``[N]`` for tokens ``[N, L]`` (1 = no repeats)."""
+    tokens = np.asarray(tokens)
+    if tokens.ndim == 1:
+        tokens = tokens[None]
+    best = np.ones(len(tokens), dtype=np.int64)
+    cur = np.ones(len(tokens), dtype=np.int64)
+    for t in range(1, tokens.shape[1]):
+        same = tokens[:, t] == tokens[:, t - 1]
+        cur = np.where(same, cur + 1, 1)
+        best = np.maximum(best, cur)
+    return best
+
+
+TOY_TPS: dict[str, dict] = {
+    "ci": dict(toy_length=20, toy_lambdas=[0.3, 0.6], toy_chains=3, toy_steps=40, toy_samples=2_000),
+    "quick": dict(toy_length=30, toy_lambdas=[0.3, 0.6, 0.9], toy_chains=6, toy_steps=120, toy_samples=20_000),
+    "paper": dict(toy_length=100, toy_lambdas=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0], toy_chains=10,
+                  toy_steps=4_000, toy_samples=200_000),
+}
+"""The toy-LM TPS budget (Repeats, both signs) chapters 3–6 share through :func:`cached_tps`."""
+
+
+def book_budget(profile: str, **explicit) -> dict:
+    """:func:`budget` over :data:`REAL_TPS` and :data:`TOY_TPS` merged (the knobs of chapters 3–6)."""
+    return budget(profile, {p: {**REAL_TPS[p], **TOY_TPS[p]} for p in PROFILES}, **explicit)
+
+
+def toy_tps_config(B: dict, seed: int = 0):
+    """The shared toy-LM TPS config (observable Repeats, biases ±``B["toy_lambdas"]``) of a :func:`book_budget`."""
+    from rea.toy import DEFAULT_PROMPT
+    from rea.tps import TPSConfig
+
+    return TPSConfig(prompt=DEFAULT_PROMPT, length=B["toy_length"], lambdas_pos=list(B["toy_lambdas"]),
+                     n_steps=B["toy_steps"], n_chains=B["toy_chains"], seed=seed, observable="repeats",
+                     checkpoint_every=10_000)
