@@ -82,8 +82,8 @@ def score_proposal(lm, prompt_ids, tokens, proposal=None, batch_size: int = 256)
 REAL_TPS: dict[str, dict] = {
     # length L, chains J per direction, steps N per bias, biases per sign (|λ| grids below), direct samples
     "ci": dict(length=8, n_chains=2, n_steps=4, lambdas_ari=[0.05], lambdas_logprob=[0.01], n_direct=16),
-    "quick": dict(length=24, n_chains=4, n_steps=16, lambdas_ari=[0.03, 0.1, 0.3],
-                  lambdas_logprob=[0.01, 0.03, 0.1], n_direct=96),
+    "quick": dict(length=24, n_chains=4, n_steps=40, lambdas_ari=[0.03, 0.1, 0.3],
+                  lambdas_logprob=[0.01, 0.03, 0.1], n_direct=256),
     "paper": dict(length=100, n_chains=10, n_steps=40_000,
                   lambdas_ari=[0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2],
                   lambdas_logprob=[0.0005, 0.001, 0.002, 0.003, 0.005, 0.007, 0.01, 0.015, 0.02, 0.03],
