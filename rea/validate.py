@@ -109,21 +109,6 @@ def _tail_exact(dist, thr):
 DET_TOKENS = [" the", " a"]
 
 
-def det_count(samples) -> np.ndarray:
-    """φ = number of " the"/" a" tokens in each completion (additive, so rea.exact has its pmf and ln Z)."""
-    ids = np.array(_det_ids())
-    return np.isin(np.asarray(samples.tokens), ids).sum(axis=1).astype(np.float64)
-
-
-_DET_IDS: list[int] = []
-
-
-def _det_ids():
-    if not _DET_IDS:
-        _DET_IDS.extend(_toy().encode("".join(DET_TOKENS)))
-    return _DET_IDS
-
-
 @contextlib.contextmanager
 def single_thread():
     """Run torch on one intra-op thread (restored afterwards).
@@ -161,6 +146,26 @@ TAIL_THRESHOLD = 10.0
 TAIL_LAMBDAS = (-0.5, -1.0, -1.5, -1.75)
 
 
+def _toy_count_tps(tokens, length, lambdas_pos, lambdas_neg, n_steps, n_chains, scale, seed, n_direct):
+    """TPS on the toy for φ = count of ``tokens`` plus direct samples and the exact pmf.
+
+    Returns (result, direct φ, L, exact pmf, tokens of the direct samples).
+    """
+    from rea.sampling import sample
+    from rea.tps import TPSConfig, run_tps
+
+    lm = _toy()
+    obs = token_count(tokens)
+    cfg = TPSConfig(prompt=PROMPT, length=length, lambdas_pos=lambdas_pos, lambdas_neg=lambdas_neg,
+                    n_steps=n_steps, n_chains=n_chains, seed=seed, observable=obs, checkpoint_every=10**7)
+    with single_thread(), tempfile.TemporaryDirectory() as tmp:
+        res = run_tps(lm, cfg, tmp, progress=False)
+        n_direct = n_direct or max(500, int(2000 * scale))
+        direct = obs(sample(lm, PROMPT, n_direct, length, seed=seed + 1, progress=False))
+    dist = exact.count_distribution(lm, PROMPT, length, "count", tokens=tokens)
+    return res, direct, length, dist, n_direct * length
+
+
 def toy_tail_tps_run(scale: float = 1.0, seed: int = 0, n_direct: int | None = None):
     """TPS on the toy for φ = count of " once"/" there"/" quickly"/" extraordinarily" (L = 20), P(φ ≥ 10) = 1.4e-8.
 
@@ -173,20 +178,10 @@ def toy_tail_tps_run(scale: float = 1.0, seed: int = 0, n_direct: int | None = N
     λ = −1.75, 1.55 at λ = −2 (dropped); the integrated autocorrelation time at −1.75 is still ~300 steps.
     Returns (result, direct φ, L, exact pmf, tokens of the direct samples, threshold).
     """
-    from rea.sampling import sample
-    from rea.tps import TPSConfig, run_tps
-
-    lm = _toy()
-    obs = token_count(ADV_TOKENS)
-    cfg = TPSConfig(prompt=PROMPT, length=TAIL_L, lambdas_pos=[], lambdas_neg=list(TAIL_LAMBDAS),
-                    n_steps=max(100, int(6000 * scale)), n_chains=16, seed=seed, observable=obs,
-                    checkpoint_every=10**7)
-    with single_thread(), tempfile.TemporaryDirectory() as tmp:
-        res = run_tps(lm, cfg, tmp, progress=False)
-        n_direct = n_direct or max(500, int(2000 * scale))
-        direct = obs(sample(lm, PROMPT, n_direct, TAIL_L, seed=seed + 1, progress=False))
-    dist = exact.count_distribution(lm, PROMPT, TAIL_L, "count", tokens=ADV_TOKENS)
-    return res, direct, TAIL_L, dist, n_direct * TAIL_L, TAIL_THRESHOLD
+    res, direct, L, dist, tokens = _toy_count_tps(
+        ADV_TOKENS, TAIL_L, [], list(TAIL_LAMBDAS), max(100, int(6000 * scale)), 16, scale, seed, n_direct
+    )
+    return res, direct, L, dist, tokens, TAIL_THRESHOLD
 
 
 def check_tps_deep_tail(scale: float = 1.0, seed: int = 0) -> list[Check]:
@@ -215,20 +210,8 @@ def toy_tps_run(scale: float = 1.0, seed: int = 0, n_direct: int | None = None):
     through TPS itself, on a better-mixing observable by :func:`toy_tail_tps_run` (check_tps_deep_tail).
     Returns (result, direct φ, L, exact pmf, tokens of the direct samples).
     """
-    from rea.sampling import sample
-    from rea.tps import TPSConfig, run_tps
-
-    lm = _toy()
-    L = 30
-    cfg = TPSConfig(prompt=PROMPT, length=L, lambdas_pos=[0.5, 1.0], lambdas_neg=[-0.5, -1.0, -1.5],
-                    n_steps=max(30, int(400 * scale)), n_chains=8, seed=seed, observable=det_count,
-                    checkpoint_every=10**6)
-    with single_thread(), tempfile.TemporaryDirectory() as tmp:
-        res = run_tps(lm, cfg, tmp, progress=False)
-        n_direct = n_direct or max(500, int(2000 * scale))
-        direct = det_count(sample(lm, PROMPT, n_direct, L, seed=seed + 1, progress=False))
-    dist = exact.count_distribution(lm, PROMPT, L, "count", tokens=DET_TOKENS)
-    return res, direct, L, dist, n_direct * L
+    return _toy_count_tps(DET_TOKENS, 30, [0.5, 1.0], [-0.5, -1.0, -1.5], max(30, int(400 * scale)), 8, scale, seed,
+                          n_direct)
 
 
 def check_tps_end_to_end(scale: float = 1.0, seed: int = 0) -> list[Check]:
