@@ -11,19 +11,28 @@ Input
 
 Pipeline (:func:`tps_mbar`)
 ---------------------------
-1. Burn-in: drop the first 10 % of every bias segment (:func:`rea.diagnostics.drop_burn_in`).
+1. Burn-in: drop the first ⌊0.1·N⌋ steps of every bias segment of N steps (:func:`rea.diagnostics.n_burn_in`, the
+   package's one rule, applied by :func:`rea.diagnostics.drop_burn_in`).
 2. Convergence filter: Gelman–Rubin per bias over the chains (:func:`rea.diagnostics.gelman_rubin`); biases with
    GR ≥ 1.1 (or undefined GR) are dropped.
 3. MBAR (:class:`rea.estimators.TiltedMBAR`) over direct samples (λ = 0) and the surviving segments, with identical
    (λ, φ) samples merged into counts (exact; fast for discrete φ such as Repeats or ARI).
 4. Errors, ``method="bootstrap"`` [REA App. C]: 100 replicas of :func:`rea.diagnostics.bootstrap_over_chains`, each
    resampling whole chains with replacement (a unit is the j-th chain of every direction, so each replica keeps J
-   chains per direction) and the direct samples (multinomially), then redoing 1–3; the 96 % CI is the 3rd smallest /
-   3rd largest replica. Burn-in depends only on a segment itself, so it is computed once per segment (identical to
-   recomputing it per replica); GR and MBAR are recomputed per replica from the replica's chains (a chain drawn twice
-   counts as two chains).
-   ``method="analytic"``: each surviving segment is subsampled by its statistical inefficiency
-   (:func:`rea.diagnostics.subsample`) and MBAR's asymptotic log-normal interval is used (fast; no replicas).
+   chains per direction) and the direct samples (multinomially), then redoing 1–3. Burn-in depends only on a segment
+   itself, so it is computed once per segment (identical to recomputing it per replica); GR and MBAR are recomputed
+   per replica from the replica's chains (a chain drawn twice counts as two chains). The 96 % interval
+   (``interval="t"``, the default) is ln P̂ ± t_{J−1}·s·√(J/(J−1)) with s a robust standard deviation of the
+   replicas' ln P (:func:`rea.diagnostics.bootstrap_over_chains`), clipped to P ≤ 1; it is [0, 1] when more than
+   ~16 % of the replicas see no sample in the event (its samples come from ≤ ~2 chains). ``interval="percentile"``
+   gives the paper's 3rd smallest / 3rd largest replica, which under-covers with few chains (measured on real toy
+   TPS chains, 150 repeats: 0.91/0.91/0.85 at tails 1.6e-2/7.8e-4/6.6e-6 with 16 chains, 0.70–0.78 with 4; the t
+   interval 0.93–0.98 with 16 and 8 chains; :func:`rea.validate.check_coverage_tps`). Fewer than
+   :data:`MIN_CHAINS_T` chains (or the percentile interval with ≤ 16) issue a :class:`ChainCountWarning`.
+   ``method="analytic"`` (fast; no replicas): every post-burn-in sample of the surviving biases is kept, each weighted
+   by 1/g_k, with g_k the statistical inefficiency of φ at bias k pooled over its chains
+   (:func:`rea.diagnostics.statistical_inefficiency_multiple`); MBAR with these effective counts (N_k → N_k/g_k)
+   gives the point estimate and its asymptotic log-normal interval (equations in :func:`effective_counts`).
 
 Output: a tidy DataFrame, one row per threshold (tail probabilities) or bin (densities) -- see :func:`tps_mbar`.
 Bad input raises a one-line ``ValueError`` naming the argument.
@@ -36,11 +45,11 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from rea.diagnostics import bootstrap_over_chains, drop_burn_in, subsample
+from rea.diagnostics import bootstrap_over_chains, drop_burn_in, statistical_inefficiency_multiple
 from rea.estimators import OverlapWarning, TiltedMBAR, _as_1d_finite, _check_edges, _check_side, direct_density, \
     direct_tail
 
-__all__ = ["tps_samples", "tps_mbar", "tps_tokens", "Prepared", "prepare"]
+__all__ = ["tps_samples", "tps_mbar", "tps_tokens", "Prepared", "prepare", "effective_counts", "ChainCountWarning"]
 
 
 # --------------------------------------------------------------------------------------------- input
@@ -219,6 +228,17 @@ def _events(kind, thresholds, edges, side):
     return lo, hi, closed
 
 
+class ChainCountWarning(UserWarning):
+    """Too few chains per direction for the bootstrap interval to be trusted (measured minimum, see tps_mbar)."""
+
+
+MIN_CHAINS_T = 8
+"""Fewest chains per direction at which the bootstrap t interval was measured to cover (150 repeats, real toy TPS:
+0.95–0.98 with 8 chains, 0.93–0.97 with 16; with 4 chains the deepest tail's interval was mostly [0, 1] and 19 %
+of runs never reached it)."""
+PERCENTILE_UNDERCOVERS_AT = 16
+"""The paper's percentile interval under-covered with this many chains (0.91/0.91/0.85 at 1.6e-2/7.8e-4/6.6e-6)."""
+
 _FLOOR = -1e300  # ln 0 in replicas (bootstrap_over_chains drops non-finite replicas; an estimate of 0 is valid)
 
 
@@ -234,6 +254,7 @@ def tps_mbar(
     side: str = "upper",
     method: str = "bootstrap",
     n_boot: int = 100,
+    interval: str = "t",
     burn_in: float = 0.1,
     gr_threshold: float = 1.1,
     confidence: float = 0.96,
@@ -247,8 +268,10 @@ def tps_mbar(
     direct_phi : float ``[N₀]`` φ of direct samples of p_M (λ = 0); may be None if the records have a λ = 0 bias
     thresholds : float ``[S]`` -> tail rows P(φ ≥ a) (``side="lower"``: P(φ ≤ a)); or
     bin_edges : float ``[B+1]`` -> bin rows P(φ ∈ bin), density = P/width (``numpy.histogram`` bins)
-    method : ``"bootstrap"`` (over chains, ``n_boot`` replicas, percentile CI) or ``"analytic"`` (subsample by
-        statistical inefficiency, MBAR's asymptotic CI)
+    method : ``"bootstrap"`` (over chains, ``n_boot`` replicas) or ``"analytic"`` (MBAR with effective counts
+        N_k/g_k, its asymptotic CI; see :func:`effective_counts`)
+    interval : bootstrap interval, ``"t"`` (Student t on ln P with the bootstrap standard error; default) or
+        ``"percentile"`` (the paper's order statistics); see :func:`rea.diagnostics.bootstrap_over_chains`
     burn_in : fraction of each bias segment dropped (0.1); gr_threshold : biases with GR ≥ this are dropped (1.1)
     confidence : CI level (0.96); seed : bootstrap RNG seed
 
@@ -260,12 +283,15 @@ def tps_mbar(
     ``density, density_low, density_high``; ``direct_k, direct_n, direct_p, direct_ci_low, direct_ci_high,
     direct_rel_ci_half`` (Wilson; NaN columns without direct samples); ``method``. ``df.attrs`` holds ``lambdas``
     (biases used), ``gelman_rubin`` (λ -> GR on all chains), ``dropped`` (λ failing GR), ``min_overlap``
-    (smallest neighbour overlap), ``n_valid`` (finite replicas; bootstrap), ``n_samples``.
+    (smallest neighbour overlap), ``n_valid`` (finite replicas; bootstrap), ``n_samples`` (pooled samples),
+    ``statistical_inefficiency`` (λ -> g_k; analytic) and ``n_effective`` (Σ_k N_k/g_k; analytic).
     """
     if (thresholds is None) == (bin_edges is None):
         raise ValueError("thresholds / bin_edges: give exactly one of them")
     if method not in ("bootstrap", "analytic"):
         raise ValueError(f"method must be 'bootstrap' or 'analytic', got {method!r}")
+    if interval not in ("t", "percentile"):
+        raise ValueError(f"interval must be 't' or 'percentile', got {interval!r}")
     side = _check_side(side)
     if not (0 <= burn_in < 1):
         raise ValueError(f"burn_in must lie in [0, 1), got {burn_in!r}")
@@ -300,13 +326,14 @@ def tps_mbar(
         nb = mb.neighbours()
         warnings.warn(f"neighbouring biases overlap less than {mb.min_overlap:g}: "
                       f"{nb[~nb.ok][['lam_i', 'lam_j', 'overlap']].to_dict('records')}", OverlapWarning, stacklevel=2)
-    n_valid = None
+    n_valid, g_by_lam, n_eff = None, None, None
+    n_samples = int(mb.counts.sum())
     if method == "analytic":
-        mb_a = _analytic_mbar(prep, passed, confidence)
+        mb_a, g_by_lam = _analytic_mbar(prep, passed, confidence, return_g=True)
         res = mb_a.tail(thr, side=side) if kind == "tail" else mb_a.density(edges)
-        p, ci_low, ci_high, n_ev = (res["p"].to_numpy(), res["ci_low"].to_numpy(), res["ci_high"].to_numpy(),
-                                    res["n"].to_numpy())
-        n_samples = int(mb_a.counts.sum())
+        p, ci_low, ci_high = res["p"].to_numpy(), res["ci_low"].to_numpy(), res["ci_high"].to_numpy()
+        n_ev = _event_counts(mb, lo, hi, closed)  # samples in the event (not effective counts)
+        n_eff = float(mb_a.counts.sum())
     else:
         p = np.exp(_point_log_p(mb, lo, hi, closed))
         n_ev = _event_counts(mb, lo, hi, closed)
@@ -332,11 +359,19 @@ def tps_mbar(
             raise ValueError(
                 "records: the bootstrap over chains needs at least 2 chains per direction; use method='analytic'"
             )
-        bs = bootstrap_over_chains(units, replica, n_boot=n_boot, confidence=confidence, rng=rng, on_error="nan")
-        with np.errstate(under="ignore"):
-            ci_low, ci_high = np.exp(np.asarray(bs.ci_low)), np.exp(np.asarray(bs.ci_high))
+        J = int(units.size)
+        if J < MIN_CHAINS_T or (interval == "percentile" and J <= PERCENTILE_UNDERCOVERS_AT):
+            warnings.warn(
+                f"bootstrap over {J} chains per direction with the {interval} interval: on real toy TPS chains "
+                f"(rea.validate.check_coverage_tps) 96 % intervals covered ≥ 90 % only with the t interval and ≥ "
+                f"{MIN_CHAINS_T} chains (percentile: 0.85 at a 6.6e-6 tail with 16 chains, 0.70–0.78 with 4); run "
+                f"more chains, use interval='t', or method='analytic'", ChainCountWarning, stacklevel=2)
+        bs = bootstrap_over_chains(units, replica, n_boot=n_boot, confidence=confidence, rng=rng, on_error="nan",
+                                   interval=interval)
+        with np.errstate(under="ignore", over="ignore"):
+            # a probability is at most 1 (the t interval of a tail most replicas miss can reach beyond)
+            ci_low, ci_high = np.exp(np.asarray(bs.ci_low)), np.exp(np.minimum(np.asarray(bs.ci_high), 0.0))
         n_valid = np.asarray(bs.n_valid)
-        n_samples = int(mb.counts.sum())
 
     with np.errstate(divide="ignore", invalid="ignore"):
         out = {"threshold": thr} if kind == "tail" else {
@@ -361,6 +396,9 @@ def tps_mbar(
         "lambdas": [float(x) for x in mb.lambdas], "gelman_rubin": {float(k): float(v) for k, v in gr_all.items()},
         "dropped": [float(k) for k, v in gr_all.items() if not v < gr_threshold], "min_overlap": overlap_min,
         "n_valid": None if n_valid is None else n_valid.tolist(), "n_samples": n_samples, "side": side,
+        "statistical_inefficiency": g_by_lam, "n_effective": n_eff,
+        "interval": interval if method == "bootstrap" else "asymptotic",
+        "n_chains": int(prep.units.size) if method == "bootstrap" else None,
     })
     return df
 
@@ -375,17 +413,56 @@ def _event_counts(mb, lo, hi, closed):
     return out
 
 
-def _analytic_mbar(prep: Prepared, passed, confidence) -> TiltedMBAR:
-    """MBAR over direct samples and every surviving segment subsampled by its statistical inefficiency."""
-    phis, lams = [prep.direct_phi], [np.zeros(prep.direct_phi.size)]
-    for s in prep.segments:
-        if s["lam"] not in passed:
+def effective_counts(prep: Prepared, passed) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    r"""Every post-burn-in sample of the biases ``passed`` plus the direct samples, with effective counts.
+
+    Correlated chains carry less information than their length: a segment of n steps with statistical inefficiency
+    g = 1 + 2τ is worth about n/g independent samples. Rather than thinning to every g-th sample (which can drop the
+    only samples beyond a threshold, and whose result depends on the phase of the stride), every sample n is kept
+    with weight c_n = 1/g_k, g_k being the statistical inefficiency of φ at its bias λ_k pooled over the chains
+    (:func:`rea.diagnostics.statistical_inefficiency_multiple`, capped at the segment length so that a segment
+    counts at least once); direct samples are independent, c_n = 1. Then, with N_k^eff = Σ_{n∈k} c_n = N_k/g_k,
+
+    .. math:: f_i = -\ln \sum_n \frac{c_n\, e^{-\lambda_i \phi_n}}{\sum_j N_j^{eff} e^{f_j - \lambda_j \phi_n}},
+              \qquad \hat P(\phi \ge a) = \sum_n \frac{c_n\, 1[\phi_n \ge a]}{\sum_j N_j^{eff}
+              e^{f_j - \lambda_j \phi_n}},
+
+    i.e. MBAR with N_k → N_k/g_k. Because c_n is constant within a bias, the empirical law of every state is
+    unchanged, so the estimator stays consistent (MBAR is consistent for any positive N_k); only the mixture
+    weights change. Its asymptotic covariance is MBAR's, Θ = V S (I − S Vᵀ diag(N^eff) V S)⁺ S Vᵀ with
+    WᵀW = V S² Vᵀ = Σ_n c_n w_n w_nᵀ -- the covariance of Σ_k N_k/g_k independent samples, which is what the
+    correlated chains are worth to first order (the usual effective-sample-size approximation; it assumes the
+    correlation of φ also describes that of the tail indicators and weights, and short chains underestimate g).
+
+    Returns (phi ``[M]``, lam ``[M]``, counts ``[M]`` float (distinct (φ, λ) rows, summed c_n), {λ: g_k}).
+    """
+    phis, lams, ws = [prep.direct_values], [np.zeros(prep.direct_values.size)], \
+        [np.asarray(prep.direct_counts, np.float64)]
+    g_by_lam = {}
+    for lam in sorted(passed):
+        idx = [i for i, s in enumerate(prep.segments) if s["lam"] == lam]
+        if not idx:
             continue
-        idx = subsample(s["phi"]) if s["phi"].size > 1 else np.array([0])
-        phis.append(s["phi"][idx])
-        lams.append(np.full(idx.size, s["lam"]))
-    phi, lam = np.concatenate(phis), np.concatenate(lams)
-    key, cnt = np.unique(np.stack([phi, lam], 1), axis=0, return_counts=True)
+        series = [prep.segments[i]["phi"] for i in idx]
+        n_max = max(x.size for x in series)
+        g = statistical_inefficiency_multiple(series) if n_max >= 2 else 1.0
+        g = float(min(g, n_max)) if np.isfinite(g) else float(n_max)  # a stuck bias counts once per segment
+        g_by_lam[float(lam)] = g
+        for i in idx:
+            s = prep.segments[i]
+            phis.append(s["values"])
+            lams.append(np.full(s["values"].size, lam))
+            ws.append(s["counts"] / g)
+    phi, lam, w = np.concatenate(phis), np.concatenate(lams), np.concatenate(ws)
+    key, inv = np.unique(np.stack([phi, lam], 1), axis=0, return_inverse=True)
+    cnt = np.bincount(inv.ravel(), weights=w, minlength=key.shape[0])
+    return key[:, 0], key[:, 1], cnt, g_by_lam
+
+
+def _analytic_mbar(prep: Prepared, passed, confidence, return_g: bool = False):
+    """MBAR with effective counts (:func:`effective_counts`) over the direct samples and the biases ``passed``."""
+    phi, lam, cnt, g_by_lam = effective_counts(prep, passed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OverlapWarning)
-        return TiltedMBAR(key[:, 0], key[:, 1], counts=cnt, confidence=confidence)
+        mb = TiltedMBAR(phi, lam, counts=cnt, confidence=confidence)
+    return (mb, g_by_lam) if return_g else mb

@@ -2,7 +2,7 @@
 
 * :func:`budget` -- the knobs of a chapter for a profile (``"ci"`` tiny, ``"quick"`` CPU minutes, ``"paper"`` GPU),
   with explicit non-zero parameters winning over the profile's values.
-* :func:`record` -- ``myst_nb.glue`` a number for the prose *and* print it rounded (the line nbval compares).
+* :func:`record` -- ``myst_nb.glue`` a number for the prose, print it, and log it for the golden checks.
 * :func:`record_figure` -- glue a figure for a ``{glue:figure}`` directive and close it.
 * :func:`score_proposal` -- teacher-forced log q(x) of given completions under any proposal (needed to evaluate
   every sample under every mixture component, [REA §3.3]).
@@ -32,15 +32,62 @@ def budget(profile: str, table: dict[str, dict], **explicit) -> dict:
     return out
 
 
-def record(name: str, value, fmt: str = ".3g", unit: str = "") -> None:
-    """Glue ``value`` under ``name`` (quote it with ``{glue:text}`name:.3g```) and print ``name = value``."""
+TOLERANCES: dict[str, tuple[float, float]] = {
+    "exact": (1e-9, 1e-12),   # exact answers of the toy (float64 arithmetic, no sampling): equal to the last digits
+    "float": (1e-4, 1e-12),   # numbers through a float32 model: log-probs agree to ~1e-5 relative across kernels
+    "volatile": (float("inf"), float("inf")),  # timings and round-off sizes: recorded, never compared
+}
+"""Golden tolerances ``(rtol, atol)`` by precision class: ``|x − x_golden| ≤ atol + rtol·|x_golden|``.
+
+Integers, booleans and strings are compared exactly whatever the class. Measured (SmolLM2, 256 × 24 tokens, the same
+tokens under other kernels and thread counts): per-token log-probs differ by ≤ 4.4e-5, 24-token sums by ≤ 2.7e-4 on
+values of −30 to −60 (relative ≤ 1e-5), so ``"float"`` leaves a margin of ~10× on relative scale."""
+
+
+def record(name: str, value, fmt: str = ".3g", unit: str = "", tol: str = "float") -> None:
+    """Glue ``value`` under ``name`` (quote it with ``{glue:text}`name:.3g```) and print ``name = value``.
+
+    ``tol`` names the precision class of the number (a key of :data:`TOLERANCES`): ``"exact"`` for exact toy-model
+    answers, ``"float"`` (default) for anything computed through a model in float32, ``"volatile"`` for timings and
+    sizes of round-off (checked by the chapter's own assertions, if at all). When the environment variable
+    ``REA_RECORDS`` names a file, one JSON line ``{name, value, rtol, atol}`` is appended to it: the golden
+    regression tests (:mod:`rea.golden`) compare those lines, not the printed text.
+    """
+    import json
+    import os
+
     from myst_nb import glue
 
+    if tol not in TOLERANCES:
+        raise ValueError(f"tol must be one of {sorted(TOLERANCES)}, got {tol!r}")
     if isinstance(value, np.generic):
         value = value.item()
     glue(name, value, display=False)
     shown = format(value, fmt) if isinstance(value, (int, float, np.integer, np.floating)) else str(value)
     print(f"{name} = {shown}{unit}")
+    log = os.environ.get("REA_RECORDS")
+    if log:
+        rtol, atol = TOLERANCES[tol]
+        stored = value if isinstance(value, (bool, int, float, str)) else str(value)
+        with open(log, "a") as fh:
+            fh.write(json.dumps({"name": name, "value": stored, "rtol": rtol, "atol": atol}) + "\n")
+
+
+def threshold_between(values, q: float) -> float:
+    """A threshold near the ``q``-quantile of ``values`` that sits halfway between two distinct sample values.
+
+    Counts such as #{φ_n ≥ a} at a threshold placed *on* a sample value (``np.quantile`` can return one) flip when
+    float rounding on another machine moves that sample by 1e-6; halfway between the neighbouring distinct order
+    statistics x_(k) < x_(k+1), k = ⌊q(n−1)⌋, the count is stable unless a value moves by half the gap.
+    """
+    x = np.unique(np.asarray(values, dtype=np.float64))
+    if x.size < 2:
+        raise ValueError(f"values must hold at least two distinct numbers, got {x.size}")
+    if not 0 <= q <= 1:
+        raise ValueError(f"q must be a quantile level in [0, 1], got {q!r}")
+    k = min(int(np.searchsorted(x, np.quantile(values, q), side="right")) - 1, x.size - 2)
+    k = max(k, 0)
+    return float((x[k] + x[k + 1]) / 2)
 
 
 def record_figure(name: str, fig) -> None:
@@ -93,10 +140,14 @@ REAL_TPS: dict[str, dict] = {
 
 
 def book_runs_dir() -> Path:
-    """``$REA_CACHE/book-runs`` (default ``~/.cache/rea/book-runs``): TPS runs and direct samples shared by chapters."""
+    """Where chapters share TPS runs and direct samples: ``$REA_BOOK_RUNS`` if set, else ``$REA_CACHE/book-runs``
+    (default ``~/.cache/rea/book-runs``). The golden tests point ``REA_BOOK_RUNS`` at a fresh folder so that every
+    number is recomputed."""
+    import os
+
     from rea.models import cache_dir
 
-    return cache_dir() / "book-runs"
+    return Path(os.environ["REA_BOOK_RUNS"]) if os.environ.get("REA_BOOK_RUNS") else cache_dir() / "book-runs"
 
 
 def _run_key(kind: str, model: str, spec: dict) -> str:
@@ -152,20 +203,32 @@ class _locked:
         return False
 
 
+def direct_seed(seed: int) -> int:
+    """The seed of a chapter's direct samples: a stream independent of the TPS chains drawn with ``seed``.
+
+    :func:`rea.tps.run_tps` starts its 2J chains from ``sample(..., seed)``, completions 0..2J−1; direct samples
+    drawn with the same seed would repeat them. ``numpy.random.SeedSequence([seed, "direct"])`` gives another key.
+    """
+    tag = int.from_bytes(b"direct", "little")
+    return int(np.random.SeedSequence([int(seed), tag]).generate_state(1, dtype=np.uint32)[0])
+
+
 def cached_samples(lm, prompt: str, n: int, length: int, seed: int = 0):
-    """Direct samples of the model (:func:`rea.sampling.sample`), stored once under ``book_runs_dir()`` and
-    reloaded by later chapters (the same completions, since completion i depends only on (seed, i))."""
+    """Direct samples of the model (:func:`rea.sampling.sample` with :func:`direct_seed` of ``seed``), stored once
+    under ``book_runs_dir()`` and reloaded by later chapters (the same completions, since completion i depends only
+    on (seed, i))."""
     from rea import storage
     from rea.sampling import sample
 
-    path = book_runs_dir() / (_run_key("direct", lm.name, dict(prompt=prompt, n=n, length=length, seed=seed))
+    stream = direct_seed(seed)
+    path = book_runs_dir() / (_run_key("direct", lm.name, dict(prompt=prompt, n=n, length=length, seed=stream))
                               + ".parquet")
     with _locked(path):
         if path.exists():
             return storage.load_samples(path)
-        out = sample(lm, prompt, n=n, length=length, seed=seed, progress=False)
+        out = sample(lm, prompt, n=n, length=length, seed=stream, progress=False)
         storage.save_samples(out, path, storage.provenance(model=lm.name, prompt=prompt, n=n, length=length,
-                                                           seed=seed))
+                                                           seed=stream))
     return out
 
 

@@ -30,13 +30,18 @@ def _info(args) -> int:
 def _sample(args) -> int:
     from rea.models import load_model
     from rea.observables import ari, log_prob, repeats
-    from rea.sampling import Temperature, sample
-    from rea.storage import provenance, save_samples
+    from rea.sampling import Temperature, _check_positive_int, sample
+    from rea.storage import check_output_path, provenance, save_samples
 
-    if not args.out.endswith(".parquet"):
-        raise ValueError(f"--out must name a .parquet file, got {args.out!r}")
-    lm = load_model(args.model, device=args.device)
+    # every option is checked before the model is loaded (the prompt needs the tokenizer: sample() checks it)
+    check_output_path(args.out, "--out")
+    _check_positive_int("-n", args.n)
+    _check_positive_int("--length", args.length)
+    _check_positive_int("--seed", args.seed, minimum=0)
+    if args.batch_size is not None:
+        _check_positive_int("--batch-size", args.batch_size)
     proposal = Temperature(args.temperature) if args.temperature != 1.0 else None
+    lm = load_model(args.model, device=args.device)
     samples = sample(
         lm, args.prompt, n=args.n, length=args.length, seed=args.seed, proposal=proposal,
         batch_size=args.batch_size, stop_at_eos=args.stop_at_eos,

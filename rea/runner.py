@@ -150,6 +150,45 @@ def convert(param: Parameter, text: str):
         ) from None
 
 
+_COUNT = re.compile(r"^n_|(^|_)(length|steps|chains|samples|budget)$")
+"""Integer parameters that count something (n_*, *length, *steps, *chains, *samples, budget): never negative."""
+
+
+def check_value(param: Parameter, value):
+    """Range checks of a :func:`convert`-ed value, so that a bad one fails before any kernel starts.
+
+    Deliberately conservative, by name: ``profile`` must be one of :data:`rea.book.PROFILES`; ``seed`` and counting
+    integers (:data:`_COUNT`) must be ≥ 0 when 0 means "from the profile" (the default is 0 or the help says
+    ``0: ...``) and ≥ 1 otherwise; a list or tuple whose name contains ``lambda`` must hold finite numbers (≥ 0 when
+    its help calls it a grid of ``|λ|``). Returns ``value``; raises :class:`RunError` naming the parameter and what
+    is allowed.
+    """
+    import math
+
+    name = param.name
+    if name == "profile":
+        from rea.book import PROFILES
+
+        if value not in PROFILES:
+            raise RunError(f"parameter 'profile' must be one of {', '.join(PROFILES)}, got {value!r}")
+    elif param.type is int and (name == "seed" or _COUNT.search(name)):
+        from rea.sampling import _check_positive_int
+
+        hint = re.search(r"\(0: ([^;)]*)", param.help)
+        minimum = 0 if name == "seed" or hint or param.default == 0 else 1
+        try:
+            _check_positive_int(f"parameter {name!r}", value, minimum)
+        except ValueError as err:
+            raise RunError(f"{err} (0: {hint.group(1).strip()})" if hint else str(err)) from None
+    elif param.type in (list, tuple) and "lambda" in name:
+        magnitudes = "|λ|" in param.help  # a grid of |λ|, used with both signs
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                   and (v >= 0 or not magnitudes) for v in value):
+            what = "finite numbers ≥ 0 (|λ| values)" if magnitudes else "finite numbers"
+            raise RunError(f"parameter {name!r} must be a list of {what}, got {value!r}")
+    return value
+
+
 def slug(text: str, width: int = 40) -> str:
     """Lower-case ASCII slug of ``text`` for a run directory name."""
     s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
@@ -169,8 +208,12 @@ def format_parameters(chapter: str, params: dict[str, Parameter]) -> str:
 
 
 def run_chapter(chapter: str, overrides: dict[str, str], out: Path | None = None, book: Path = BOOK,
-                kernel: str = "python3", progress: bool = True) -> Path:
-    """Execute ``chapter`` with ``overrides`` (name -> command-line string); return the executed notebook's path."""
+                kernel: str = "python3", progress: bool = True, env: dict[str, str] | None = None) -> Path:
+    """Execute ``chapter`` with ``overrides`` (name -> command-line string); return the executed notebook's path.
+
+    ``env`` adds environment variables for the kernel (which inherits this process's environment while it starts);
+    they are restored afterwards.
+    """
     import papermill as pm
 
     nb = read_chapter(chapter, book)
@@ -179,7 +222,7 @@ def run_chapter(chapter: str, overrides: dict[str, str], out: Path | None = None
     for name, text in overrides.items():
         if name not in params:
             raise RunError(f"unknown parameter {name!r} for chapter {chapter!r}; allowed: {', '.join(params)}")
-        values[name] = convert(params[name], text)
+        values[name] = check_value(params[name], convert(params[name], text))
     prompt = values.get("prompt", params["prompt"].default if "prompt" in params else "")
     out = Path(out) if out is not None else ROOT / "runs" / f"{chapter}-{slug(str(prompt))}"
     out.mkdir(parents=True, exist_ok=True)
@@ -191,7 +234,7 @@ def run_chapter(chapter: str, overrides: dict[str, str], out: Path | None = None
     (out / "parameters.json").write_text(json.dumps(
         {"chapter": chapter, "source": f"book/{CHAPTERS[chapter]}", "parameters": values,
          "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2, default=str) + "\n")
-    env = {"MPLBACKEND": "Agg", "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0")}
+    env = {"MPLBACKEND": "Agg", "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0"), **(env or {})}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:

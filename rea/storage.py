@@ -8,6 +8,7 @@ commit of the ``rea`` source tree and a UTC timestamp -- but no host or user nam
   log q, lengths, texts, prompt, meta), plus optional observable columns; arrays round-trip exactly.
 * :func:`save_table` / :func:`load_table` -- any tidy :class:`pandas.DataFrame` (e.g. TPS per-step records).
 * :func:`read_provenance` -- the provenance record of either kind of file, without reading the data.
+* :func:`check_output_path` -- a one-line error, before any work, for an output path that cannot be written.
 
 Writes are atomic: the file is written under a temporary name in the same directory and moved into place with
 :func:`os.replace`, so a crash never leaves a half-written file under the final name.
@@ -121,6 +122,25 @@ def provenance(**params) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- writing
+
+
+def check_output_path(path, name: str = "path") -> Path:
+    """``path`` as a :class:`Path` if a Parquet result can be written there, checked before any work is done.
+
+    It must end in ``.parquet``, must not be a directory, and its directory must exist and be writable (an existing
+    file is replaced). Otherwise a one-line ValueError naming ``name`` (e.g. ``"--out"``) says what is allowed.
+    """
+    path = Path(path)
+    if path.suffix != ".parquet":
+        raise ValueError(f"{name} must name a .parquet file, got {str(path)!r}")
+    if path.is_dir():
+        raise ValueError(f"{name} must name a .parquet file, not a directory: {str(path)!r}")
+    parent = path.parent
+    if not parent.is_dir():
+        raise ValueError(f"{name}: the directory {str(parent)!r} does not exist; create it or choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{name}: the directory {str(parent)!r} is not writable; choose another path")
+    return path
 
 
 def _atomic_write_table(table, path: str | os.PathLike) -> Path:

@@ -222,10 +222,11 @@ class TPSResult:
     out_dir: Path | None = None
 
     def post_burn_in(self, fraction: float = 0.1) -> pd.DataFrame:
-        """Records with the first ``fraction`` of every bias segment dropped (step ≥ ⌈fraction·N⌉)."""
-        if not 0 <= fraction < 1:
-            raise ValueError(f"fraction must lie in [0, 1), got {fraction!r}")
-        return self.records[self.records["step"] >= math.ceil(fraction * self.config.n_steps)]
+        """Records with the first ``fraction`` of every bias segment dropped: step ≥ ⌊fraction·N⌋, the package's one
+        burn-in rule (:func:`rea.diagnostics.n_burn_in`, also used by :func:`rea.analysis.tps_mbar`)."""
+        from rea.diagnostics import n_burn_in
+
+        return self.records[self.records["step"] >= n_burn_in(self.config.n_steps, fraction)]
 
     def acceptance(self) -> pd.DataFrame:
         """Acceptance rate per direction and bias: columns direction, bias_index, lambda, acceptance, n."""
@@ -255,7 +256,14 @@ def read_checkpoint(out_dir) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"no TPS checkpoint in {out_dir} (expected {CHECKPOINT})")
     with open(path, "rb") as fh:
-        ckpt = pickle.load(fh)
+        try:
+            ckpt = pickle.load(fh)
+        except Exception as err:  # UnpicklingError, EOFError, ...: whatever a damaged pickle raises
+            why = f"{type(err).__name__}: {err}".splitlines()[0]
+            raise ValueError(
+                f"TPS checkpoint {path} is truncated or corrupt ({why}); delete it (or run with overwrite=True) "
+                f"to start the run over"
+            ) from err
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a TPS checkpoint of format {CHECKPOINT_FORMAT}")
     return ckpt

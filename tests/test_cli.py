@@ -37,3 +37,38 @@ def test_rea_sample_bad_input_is_one_line(tiny_llama_dir, tmp_path, capsys):
     rc = main(["sample", "--model", tiny_llama_dir, "--prompt", "Hi", "-n", "0", "--length", "3",
                "--out", str(tmp_path / "x.parquet")])
     assert rc == 2 and "n must be a positive integer" in capsys.readouterr().err
+
+
+def test_rea_sample_bad_arguments_fail_before_any_work(tiny_llama_dir, tmp_path, capsys, monkeypatch):
+    """Bad --out, -n, --length, --seed, --batch-size or --temperature: one line naming the option, no model loaded."""
+    import rea.models
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(rea.models, "load_model", no_load)
+    (tmp_path / "dir.parquet").mkdir()
+    good = dict(n="2", length="3", seed="0", out=str(tmp_path / "x.parquet"))
+    cases = [
+        (dict(out=str(tmp_path)), "--out must name a .parquet file"),
+        (dict(out=str(tmp_path / "dir.parquet")), "not a directory"),
+        (dict(out=str(tmp_path / "x.csv")), "--out must name a .parquet file"),
+        (dict(out=str(tmp_path / "missing" / "x.parquet")), "--out: the directory"),
+        (dict(n="0"), "-n must be a positive integer"),
+        (dict(length="-1"), "--length must be a positive integer"),
+        (dict(seed="-3"), "--seed must be a non-negative integer"),
+        (dict(batch="0"), "--batch-size must be a positive integer"),
+        (dict(temperature="0"), "temperature must be a finite number > 0"),
+        (dict(temperature="nan"), "temperature must be a finite number > 0"),
+    ]
+    for change, match in cases:
+        a = {**good, **change}
+        argv = ["sample", "--model", tiny_llama_dir, "--prompt", "Hi", "-n", a["n"], "--length", a["length"],
+                "--seed", a["seed"], "--out", a["out"]]
+        argv += ["--batch-size", a["batch"]] if "batch" in a else []
+        argv += ["--temperature", a["temperature"]] if "temperature" in a else []
+        rc = main(argv)
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and err.count("\n") == 0 and match in err, (change, err)
+        assert err.startswith("rea sample: error:")
+    assert not (tmp_path / "missing").exists() and not (tmp_path / "x.parquet").exists()

@@ -13,7 +13,9 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 
+from rea import estimators
 from rea import lowprob as lp
 
 SEED = 0
@@ -141,6 +143,97 @@ def test_extrapolation_methods_run_on_exact_case(exact_case, targets):
     assert np.all((q > p[targets] / 10) & (q < p[targets] * 10))
 
 
+def test_zero_hits_give_finite_upper_bound_and_warning(exact_case):
+    """A target that is never the argmax (p = 0 exactly): ITGIS and MHIS return p̂ = 0 with a finite positive upper
+    bound (Wilson for 0 hits) instead of [0, 0], and say which assumption it rests on."""
+    sc, D, p = exact_case
+    t = int(np.flatnonzero(p == 0)[0])
+    with pytest.warns(estimators.ISIntervalWarning, match=r"q\(A\) ≥ p_M\(A\)"):
+        e = lp.estimate("itgis", sc, D, t, 256, seed=1)
+    z = estimators.z_value(0.95)
+    assert e.p_hat == 0 and e.ci_low == 0 and e.ci_high == pytest.approx(z**2 / (256 + z**2))
+    with pytest.warns(estimators.ISIntervalWarning, match=r"mhis: no chain state hit the target.*π\(t\) ≥ p"):
+        m = lp.estimate("mhis", sc, D, t, 256, seed=1, n_chains=8)
+    n_ind = m.info["n_independent"]
+    assert 8 <= n_ind <= 8 * m.info["steps"] and m.p_hat == 0 and m.info["chains_hit"] == 0
+    assert m.ci_low == 0 and m.ci_high == pytest.approx(z**2 / (n_ind + z**2))
+
+
+def test_lowprob_uses_the_shared_interval_functions():
+    assert lp.wilson_interval is estimators.wilson_interval and lp.z_value is estimators.z_value
+    assert not hasattr(lp, "_z")
+
+
+def test_itgis_scores_are_the_bias_corrected_ema():
+    """s_b = m_b/(1 − d^b), m_b = d·m_{b−1} + (1 − d)·ḡ_b, m_0 = 0 -- equal to the reference code's
+    S_b = d·S_{b−1} + ḡ_b divided by (1 − d^b)/(1 − d), and a constant ḡ is returned unchanged from batch 1."""
+    d = 0.9
+    g = [torch.randn(3, 5, generator=torch.Generator().manual_seed(i), dtype=torch.float64) for i in range(6)]
+    ema, ref = lp._BiasCorrectedEMA(d), torch.zeros(3, 5, dtype=torch.float64)
+    for b, gb in enumerate(g, start=1):
+        s = ema.update(gb)
+        ref = d * ref + gb
+        assert torch.allclose(s, ref * (1 - d) / (1 - d**b))
+        w = [(1 - d) * d ** (b - j) / (1 - d**b) for j in range(1, b + 1)]
+        assert torch.allclose(s, sum(wj * gj for wj, gj in zip(w, g)))
+    # after two batches the first one weighs 0.09/0.19 = 0.47 (the uncorrected running average gave it 0.9)
+    two = lp._BiasCorrectedEMA(d)
+    two.update(torch.ones(1))
+    assert float(two.update(torch.zeros(1))) == pytest.approx(0.09 / 0.19)
+    const = lp._BiasCorrectedEMA(d)
+    assert all(float(const.update(torch.full((1,), 2.5))) == pytest.approx(2.5) for _ in range(5))
+    with pytest.raises(ValueError, match="^decay"):
+        lp._BiasCorrectedEMA(1.0)
+
+
+class _GaussianMarginScorer:
+    """A fake scorer whose margin ℓ_t − max_{v≠t} ℓ_v is an exact discretised N(m, s²): two input positions with
+    256 tokens each index u = (256·x_0 + x_1 + ½)/65536, the 65536 equal-mass quantiles, and ℓ_t = m + s·Φ⁻¹(u),
+    ℓ_3 = 0, every other logit −100."""
+
+    vocab_size = 256
+
+    def __init__(self, m, s, target=7):
+        self.m, self.s, self.target = m, s, target
+
+    def __call__(self, tokens):
+        u = (tokens[:, 0].double() * 256 + tokens[:, 1].double() + 0.5) / 65536
+        logits = torch.full((tokens.shape[0], 256), -100.0, dtype=torch.float64)
+        logits[:, 3] = 0.0
+        logits[:, self.target] = self.m + self.s * torch.special.ndtri(u)
+        return logits
+
+
+@pytest.mark.parametrize("m, s", [(-3.09, 1.0), (-7.4, 2.0)])  # P = 1.0e-3, 1.1e-4
+def test_gld_recovers_an_exact_gaussian_tail(m, s):
+    """GLD fits N(m, s²) to Δ and returns Φ(m/s): within 4 sd of its sampling error, sd(ln p̂) ≈ (φ/Φ)(θ)·√((1 + θ²/2)/n)
+    at θ = m/s, on a scorer whose margin is exactly (discretised) Gaussian; Δ = ℓ_t − max over all v is ≤ 0."""
+    D = lp.uniform_distribution([range(256), range(256)], None, 256)
+    n = 4096
+    e = lp.estimate("gld", _GaussianMarginScorer(m, s), D, 7, n, seed=3)
+    theta = m / s
+    truth = stats.norm.cdf(theta)
+    sd_log = stats.norm.pdf(theta) / truth * np.sqrt((1 + theta**2 / 2) / n)
+    assert abs(np.log(e.p_hat / truth)) < 4 * sd_log, (e.p_hat, truth, sd_log)
+    assert e.info["mean"] <= 0 and e.ci_low <= e.p_hat <= e.ci_high
+    assert abs(e.info["std"] / s - 1) < 0.1
+    # the fit itself on plain Gaussian draws
+    x = np.random.default_rng(0).normal(m, s, 20_000)
+    p, lo, hi, mm, ss = lp.gaussian_tail_fit(x)
+    assert abs(np.log(p / truth)) < 4 * stats.norm.pdf(theta) / truth * np.sqrt((1 + theta**2 / 2) / 20_000)
+    assert lo <= truth <= hi and mm == pytest.approx(x.mean()) and ss == pytest.approx(x.std(ddof=1))
+
+
+def test_gld_margin_is_over_all_tokens():
+    """[WH] and the reference code take Δ = ℓ_t − max_v ℓ_v over all v (t included): Δ ≤ 0, Δ = 0 when t wins. With
+    t winning half the time (m = 0) Δ = min(Δ', 0): mean −s/√(2π), sd s·√(1/2 − 1/(2π)), so p̂ = Φ(−1/√(π − 1))."""
+    D = lp.uniform_distribution([range(256), range(256)], None, 256)
+    e = lp.estimate("gld", _GaussianMarginScorer(0.0, 1.0), D, 7, 8192, seed=4)
+    assert e.info["mean"] == pytest.approx(-1 / np.sqrt(2 * np.pi), abs=0.02)
+    assert e.info["std"] == pytest.approx(np.sqrt(0.5 - 0.5 / np.pi), abs=0.02)
+    assert e.p_hat == pytest.approx(stats.norm.cdf(-1 / np.sqrt(np.pi - 1)), abs=0.03)  # 0.25, not Φ(0) = 0.5
+
+
 # ------------------------------------------------------------------------------------------ QLD, synthetic
 
 
@@ -198,6 +291,7 @@ def test_budget_respected(exact_case, method, budget):
         (dict(method="nope", budget=10), "method"),
         (dict(method="naive", budget=10, target=256), "target"),
         (dict(method="qld", budget=10, target=-1), "target"),
+        (dict(method="itgis", budget=10, decay=1.0), "decay"),
         (dict(method="naive", budget=10, D="bad_rows"), "D"),
         (dict(method="naive", budget=10, D="bad_shape"), "D"),
     ],
@@ -210,7 +304,7 @@ def test_bad_input(exact_case, kwargs, name):
     elif kw["D"] == "bad_shape":
         kw["D"] = D[:, :100]
     with pytest.raises(ValueError) as err:
-        lp.estimate(kw.pop("method"), sc, kw.pop("D"), kw.pop("target"), kw.pop("budget"), kw.pop("seed"))
+        lp.estimate(kw.pop("method"), sc, kw.pop("D"), kw.pop("target"), kw.pop("budget"), kw.pop("seed"), **kw)
     msg = str(err.value)
     assert "\n" not in msg and msg.split()[0] == name, msg
 

@@ -126,3 +126,95 @@ def test_embedded_model_sampler_agrees_with_score(smollm):
                progress=False)
     assert np.abs(score(smollm, s.prompt, s.tokens).sum(1) - s.logp.sum(1)).max() < 1e-4
     assert all(isinstance(t, str) and t for t in s.texts)
+
+
+@pytest.mark.parametrize("cuts", [np.array([5, 4, 4, 6]), np.array([5, 4, 0, 6])])  # prefill path / decode loop
+@pytest.mark.parametrize("with_logp", [False, True])
+def test_regenerate_keeps_an_eos_in_the_kept_prefix(tiny_llama, cuts, with_logp):
+    """A chain whose kept prefix already holds EOS has ended: with ``stop_at_eos`` the rest is EOS padding with
+    log-prob 0 (as :func:`sample` pads) and ``lengths`` says where it ended -- whatever followed the EOS before."""
+    lm = tiny_llama
+    eos = lm.eos_token_id
+    s = sample(lm, PROMPT, n=4, length=10, seed=1, progress=False)
+    tokens, logp = s.tokens.copy(), s.logp.copy()
+    tokens[0, 2] = eos  # row 0: EOS inside the prefix, followed by (unpadded) ordinary tokens
+    tokens[1, 0], tokens[1, 1:] = eos, eos  # row 1: EOS first, padded as sample() pads
+    logp[:2] = score(lm, s.prompt_ids, tokens[:2])  # log p_M of the tokens as they stand (non-zero after EOS)
+    logp[1, 1:] = 0.0
+    uniforms = sequence_uniforms(7, np.arange(4), 10)
+    new, new_logp, lengths = regenerate(lm, s.prompt_ids, tokens, cuts, uniforms, logp=logp if with_logp else None,
+                                        stop_at_eos=True)
+    assert lengths[0] == 3 and lengths[1] == 1
+    assert (new[0, 3:] == eos).all() and (new[1] == eos).all()
+    assert (new_logp[0, 3:] == 0).all() and (new_logp[1, 1:] == 0).all()
+    assert np.array_equal(new[0, :3], tokens[0, :3])
+    for row, n, lp in zip(new, lengths, new_logp):  # sample()'s conventions, row by row
+        is_eos = row == eos
+        assert n == (is_eos.argmax() + 1 if is_eos.any() else 10)
+        assert (row[n:] == eos).all() and (lp[n:] == 0).all()
+    rescored = score(lm, s.prompt_ids, new, lengths=lengths)
+    assert np.abs(rescored - new_logp).max() < 1e-5
+
+
+# --------------------------------------------------------------------------------------------- the Gumbel-max draw
+
+
+def _splitmix64_reference(key: int, n: int) -> np.ndarray:
+    """splitmix64 in Python integers (uint64): the counter stream mix(mix(key) + (v+1)·γ), v < n, as Gumbel noise."""
+    mask = (1 << 64) - 1
+
+    def mix(z):
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        return z ^ (z >> 31)
+
+    start = mix(key)
+    u = np.array([((mix((start + (v + 1) * 0x9E3779B97F4A7C15) & mask) >> 11) + 0.5) * 2.0**-53 for v in range(n)])
+    return -np.log(-np.log(u))
+
+
+def test_position_noise_is_splitmix64():
+    from rea.sampling import position_noise
+
+    u = np.random.default_rng(0).random(5)
+    noise = position_noise(torch.tensor(u), 40).numpy()
+    for b in range(5):
+        np.testing.assert_array_equal(noise[b], _splitmix64_reference(int(u[b] * 2**53), 40))
+    assert np.all(np.isfinite(noise)) and abs(noise.mean() - 0.5772) < 0.3  # Euler–Mascheroni: the Gumbel mean
+
+
+@pytest.mark.parametrize("vocab", [1, 2, 37, 64])
+def test_gumbel_draw_follows_the_distribution(vocab):
+    """Frequencies of 200,000 draws against q (zeros included; vocabularies not a multiple of the block size)."""
+    from scipy import stats
+
+    from rea.sampling import _gumbel_argmax
+
+    rng = np.random.default_rng(vocab)
+    q = rng.dirichlet(np.full(vocab, 0.5))
+    q[rng.random(vocab) < 0.2] = 0.0
+    if q.sum() == 0:
+        q[0] = 1.0
+    q /= q.sum()
+    n = 200_000
+    logq = torch.log(torch.tensor(q, dtype=torch.float32))[None].expand(n, -1).contiguous()
+    tokens = _gumbel_argmax(logq, torch.tensor(rng.random(n))).numpy()
+    counts = np.bincount(tokens, minlength=vocab)
+    assert counts[q == 0].sum() == 0
+    seen = q > 0
+    if seen.sum() > 1:
+        assert stats.chisquare(counts[seen], q[seen] * n).pvalue > 1e-4
+
+
+def test_gumbel_draw_survives_rounding_of_the_logits():
+    """Log-probs that differ by rounding-sized noise (as on another CPU) almost never change the drawn token."""
+    from rea.sampling import _gumbel_argmax
+
+    rng = np.random.default_rng(1)
+    n, vocab = 4000, 5000
+    logq = torch.log_softmax(torch.tensor(rng.normal(0, 3, (n, vocab)), dtype=torch.float32), -1)
+    moved = logq + torch.tensor(rng.normal(0, 2e-5, (n, vocab)), dtype=torch.float32)
+    u = torch.tensor(rng.random(n))
+    changed = (_gumbel_argmax(logq, u) != _gumbel_argmax(moved, u)).float().mean().item()
+    # an inverse-CDF draw with the same uniforms changes in Σ_v |ΔF(v)|: measured 0.22 % of these draws (9 of 4000)
+    assert changed <= 5e-4, changed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,7 +12,7 @@ import torch
 from rea import storage
 from rea.observables import evaluate
 from rea.sampling import Samples, score
-from rea.tps import RECORD_COLUMNS, TPSConfig, load_tps, read_checkpoint, run_tps
+from rea.tps import CHECKPOINT, RECORD_COLUMNS, TPSConfig, _atomic_pickle, load_tps, read_checkpoint, run_tps
 
 from tiny_lm import tiny_llama
 
@@ -171,6 +173,30 @@ def test_resume_refuses_a_different_config(lm, tmp_path):
     assert res.complete and len(res.records) == 3 * 2 * 6
     with pytest.raises(FileNotFoundError):
         run_tps(lm, cfg(), tmp_path / "nothing", resume=True, progress=False)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "garbage"])
+def test_damaged_checkpoint_is_a_one_line_error(lm, tmp_path, damage):
+    run_tps(lm, cfg(), tmp_path, progress=False, max_steps=2)
+    path = tmp_path / CHECKPOINT
+    data = path.read_bytes()
+    path.write_bytes({"truncate": data[: len(data) // 2], "empty": b"", "garbage": b"\x80\x05not a pickle"}[damage])
+    for call in (lambda: read_checkpoint(tmp_path), lambda: load_tps(tmp_path),
+                 lambda: run_tps(lm, cfg(), tmp_path, resume=True, progress=False)):
+        with pytest.raises(ValueError) as info:
+            call()
+        msg = str(info.value)
+        assert "\n" not in msg and str(path) in msg and "truncated or corrupt" in msg and "delete it" in msg
+
+
+def test_checkpoint_write_is_atomic(tmp_path):
+    path = tmp_path / CHECKPOINT
+    _atomic_pickle({"format": "old"}, path)
+    with pytest.raises(Exception):  # fails while pickling, after part of the file was written
+        _atomic_pickle({"format": "new", "data": list(range(10_000)), "bad": lambda: None}, path)
+    assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT]  # no temporary file left behind
+    with open(path, "rb") as fh:
+        assert pickle.load(fh) == {"format": "old"}  # the previous checkpoint is intact
 
 
 # --------------------------------------------------------------------------------------------- validation
