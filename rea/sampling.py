@@ -219,27 +219,45 @@ def position_noise(u: torch.Tensor, vocab_size: int) -> torch.Tensor:
     return -torch.log(-torch.log(uv))
 
 
-def _gumbel_argmax(logq: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    r"""A token ``[B]`` drawn from q = softmax(logq ``[B, V]``) by a two-level Gumbel-max keyed by ``u[B]``.
+_ONE_LEVEL_VOCAB = 1024
+"""Vocabularies up to this size are drawn with one level (one block of all V tokens): fewer tensor operations."""
 
-    The vocabulary is cut into n_b blocks of s = ⌈√V⌉ tokens. With g = :func:`position_noise` ``(u, n_b + s)``,
-    the block is b* = argmax_b (log Q_b + g_b), Q_b = Σ_{v∈b} q(v), and the token within it
-    v* = argmax_{v∈b*} (log q(v) + g_{n_b + (v mod s)}). Gumbel-max makes each step exact: P(b*) = Q_b and
+
+def gumbel_layout(vocab_size: int) -> tuple[int, int]:
+    """(block size s, number of blocks n_b) of the Gumbel draw, which needs n_b + s noise values per position:
+    s = ⌈√V⌉, n_b = ⌈V/s⌉ (two levels), or s = V, n_b = 1 for V ≤ 1024 (one level)."""
+    if vocab_size <= _ONE_LEVEL_VOCAB:
+        return vocab_size, 1
+    size = math.isqrt(vocab_size - 1) + 1
+    return size, -(-vocab_size // size)
+
+
+def gumbel_draw(logq: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    r"""A token ``[B]`` drawn from q = softmax(logq ``[B, V]``) by a two-level Gumbel-max with ``noise[B, n_b + s]``.
+
+    The vocabulary is cut into n_b blocks of s = ⌈√V⌉ tokens (:func:`gumbel_layout`). With g = ``noise`` (from
+    :func:`position_noise`), the block is b* = argmax_b (log Q_b + g_b), Q_b = Σ_{v∈b} q(v), and the token within
+    it v* = argmax_{v∈b*} (log q(v) + g_{n_b + (v mod s)}). Gumbel-max makes each step exact: P(b*) = Q_b and
     P(v* | b*) = q(v)/Q_{b*}, so P(v*) = q(v); zero-probability tokens (log q = −inf) are never chosen.
 
-    Why not the inverse CDF with the one uniform: a token changes whenever float rounding moves any of the V
-    cumulative sums across u, which on another CPU (log-probs differ by ~2e-5) happened in about 1 completion in
-    20 of 24 tokens on SmolLM2. Here a token changes only when rounding swaps the two best perturbed scores of a
-    level, a chance of the order of the rounding itself. Two levels cost 2√V noise values a row instead of V.
+    Why not the inverse CDF with one uniform: a token changes whenever float rounding moves any of the V
+    cumulative sums across u, which on another CPU (log-probs differ by ~2e-5) happened in 11 of 256 completions
+    of 24 tokens on SmolLM2 (0 of 256 with this draw). Here a token changes only when rounding swaps the two best
+    perturbed scores of a level, a chance of the order of the rounding itself. Two levels cost 2√V noise values
+    per row and position instead of V.
     """
     batch, vocab = logq.shape
-    size = math.isqrt(vocab - 1) + 1 if vocab > 1 else 1
-    n_blocks = -(-vocab // size)
+    size, n_blocks = gumbel_layout(vocab)
+    if n_blocks == 1:  # one level: v* = argmax_v (log q(v) + g_{1+v})
+        return (logq.double() + noise[:, 1:]).argmax(dim=-1)
     blocks = torch.nn.functional.pad(logq, (0, n_blocks * size - vocab), value=-math.inf).view(batch, n_blocks, size)
-    noise = position_noise(u, n_blocks + size)
     block = (torch.logsumexp(blocks, dim=-1).double() + noise[:, :n_blocks]).argmax(dim=-1)
     within = blocks[torch.arange(batch, device=logq.device), block]
     return block * size + (within.double() + noise[:, n_blocks:]).argmax(dim=-1)
+
+
+_NOISE_CHUNK = 1 << 22
+"""Noise values computed at once in the decode loop (positions are grouped up to this many B·P·(n_b + s))."""
 
 
 @torch.inference_mode()
@@ -286,10 +304,15 @@ def _decode(lm, prompt_ids, uniforms, proposal=None, forced=None, cut=None, forc
         logp[:, :start].masked_fill_(after, 0.0)
         logq[:, :start].masked_fill_(after, 0.0)
         done = is_eos.any(1)
+    width = sum(gumbel_layout(logits.shape[-1]))
+    chunk = max(1, _NOISE_CHUNK // (batch * width))
     for pos in range(start, length):
+        if (pos - start) % chunk == 0:  # the Gumbel noise of the next `chunk` positions in one pass
+            upto = min(length, pos + chunk)
+            noise = position_noise(u[:, pos:upto].reshape(-1), width).view(batch, upto - pos, width)
         lp = torch.log_softmax(logits.float(), dim=-1)
         lq = lp if type(proposal) is Proposal else torch.log_softmax(proposal(logits.float()), dim=-1)
-        tok = _gumbel_argmax(lq, u[:, pos])
+        tok = gumbel_draw(lq, noise[:, (pos - start) % chunk])
         if forced is not None:
             tok = torch.where(pos < cut_t, forced_t[:, pos], tok)
         if stop_at_eos:
