@@ -216,7 +216,8 @@ def check_tps_deep_tail(scale: float = 1.0, seed: int = 0, lambdas=TAIL_LAMBDAS,
                   f"; dropped λ {df.attrs['dropped']}")]
 
 
-def toy_tps_run(scale: float = 1.0, seed: int = 0, n_direct: int | None = None):
+def toy_tps_run(scale: float = 1.0, seed: int = 0, n_direct: int | None = None, lambdas_neg=(-0.5, -1.0, -1.5),
+                lambdas_pos=(0.5, 1.0)):
     """TPS on the toy for φ = count of " the"/" a" (L = 30), λ ∈ {−1.5, −1, −0.5, 0.5, 1}, plus direct samples.
 
     16 chains per direction × max(100, 1000·scale) steps per bias: the statistical inefficiency at λ = −1.5 is
@@ -231,30 +232,40 @@ def toy_tps_run(scale: float = 1.0, seed: int = 0, n_direct: int | None = None):
     through TPS itself, on a better-mixing observable by :func:`toy_tail_tps_run` (check_tps_deep_tail).
     Returns (result, direct φ, L, exact pmf, tokens of the direct samples).
     """
-    return _toy_count_tps(DET_TOKENS, 30, [0.5, 1.0], [-0.5, -1.0, -1.5], max(100, int(1000 * scale)), 16, scale,
+    return _toy_count_tps(DET_TOKENS, 30, list(lambdas_pos), list(lambdas_neg), max(100, int(1000 * scale)), 16, scale,
                           seed, n_direct)
 
 
-def check_tps_end_to_end(scale: float = 1.0, seed: int = 0) -> list[Check]:
-    """TPS + MBAR end to end on the toy (count of " the"/" a", L = 30): ln Z(λ) of both signs and tails."""
+def check_tps_end_to_end(scale: float = 1.0, seed: int = 0, lambdas_neg=(-0.5, -1.0, -1.5), lambdas_pos=(0.5, 1.0),
+                         thresholds=(6.0, 8.0, 9.0), confidence: float = 0.96) -> list[Check]:
+    """TPS + MBAR end to end on the toy (count of " the"/" a", L = 30): ln Z(λ) of both signs and tails.
+
+    ln Z is checked on a grid inside the sampled λ range. The tests run a shorter, asymmetric ladder (a ladder
+    symmetric in ±λ with equal counts makes MBAR blind to a flipped acceptance sign, which swaps p_λ and p_−λ) at
+    ``confidence=0.999``: a regression check of one run should fail on a broken pipeline, not on the 4 % of runs a
+    96 % interval misses (coverage itself is measured over repeats by :func:`check_coverage_tps`).
+    """
     lm = _toy()
-    res, direct, L, dist, _ = toy_tps_run(scale, seed)
+    res, direct, L, dist, _ = toy_tps_run(scale, seed, lambdas_neg=lambdas_neg, lambdas_pos=lambdas_pos)
     out = []
     prep = prepare(res, direct)
     mb = _analytic_mbar(prep, list(prep.lambdas), 0.96)
     grid = np.array([-1.5, -1.25, -0.75, -0.25, 0.25, 0.75, 1.0])
+    grid = grid[(grid >= min(lambdas_neg)) & (grid <= max(lambdas_pos))]
     lz = mb.log_partition_at(grid)
     truth = exact.log_partition(lm, PROMPT, L, grid, "count", tokens=DET_TOKENS)
     ok, detail = log_z_within(lz, truth, mb.counts.sum())
-    out.append(Check("TPS+MBAR ln Z(λ), toy det-count L=30", bool(ok.all()), f"λ ∈ [-1.5, 1]: {detail}"))
-    thr = np.array([6.0, 8.0, 9.0])
+    out.append(Check("TPS+MBAR ln Z(λ), toy det-count L=30", bool(ok.all()),
+                     f"λ ∈ [{grid.min():g}, {grid.max():g}]: {detail}"))
+    thr = np.asarray(thresholds, dtype=np.float64)
     p = _tail_exact(dist, thr)
     try:
-        df = tps_mbar(res, direct, thr, seed=seed)
+        df = tps_mbar(res, direct, thr, seed=seed, confidence=confidence)
     except ValueError as err:  # a bias failed Gelman–Rubin and φ ≥ 9 was not reached without it
-        return out + [Check("TPS+MBAR tails P(φ ≥ 6, 8, 9), bootstrap CI", False, str(err))]
+        return out + [Check(f"TPS+MBAR tails P(φ ≥ {', '.join(f'{a:g}' for a in thr)}), bootstrap CI", False,
+                            str(err))]
     inside = (df.ci_low <= p) & (p <= df.ci_high) & (df.ci_high < 1.0)  # [0, 1] would cover anything
-    out.append(Check("TPS+MBAR tails P(φ ≥ 6, 8, 9), bootstrap CI", bool(inside.all()),
+    out.append(Check(f"TPS+MBAR tails P(φ ≥ {', '.join(f'{a:g}' for a in thr)}), bootstrap CI", bool(inside.all()),
                      "exact " + ", ".join(f"{x:.2g}" for x in p) + "; est " +
                      ", ".join(f"{x:.2g}" for x in df.p) + f"; rel CI½ {df.rel_ci_half.iloc[-1]:.2f} at "
                      f"{p[-1]:.0e}; dropped λ {df.attrs['dropped']}"))
