@@ -67,7 +67,16 @@ def _has_avx2() -> bool:
 
 
 def pinned_env() -> dict[str, str]:
-    """Environment of a golden run: one thread; AVX2 code paths of MKL and PyTorch where the CPU has AVX2."""
+    """Environment of a golden run: one thread; AVX2 code paths of MKL and PyTorch where the CPU has AVX2.
+
+    ``REA_GOLDEN_ENV=unpinned`` pins nothing: the chapters then run in the caller's environment, e.g.
+    ``REA_GOLDEN_ENV=unpinned OMP_NUM_THREADS=2 ATEN_CPU_CAPABILITY=default pytest tests/test_golden.py`` checks
+    that the goldens hold on other kernels and thread counts too.
+    """
+    import os
+
+    if os.environ.get("REA_GOLDEN_ENV", "pinned") == "unpinned":
+        return {}
     env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     if _has_avx2():
         env.update({"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"})
