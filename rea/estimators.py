@@ -459,13 +459,11 @@ def _columns(mask: np.ndarray) -> str:
 
 
 def _kish_hits(y: np.ndarray):
-    """Per column of contributions ``y[N, M]`` (w·f): samples with y ≠ 0 and their Kish count (Σy)²/Σy² -> ``[M]``."""
+    """Per column of contributions ``y[N, M]`` (w·f): samples with y ≠ 0 and their Kish count (Σy)²/Σy² -> ``[M]``
+    (:func:`variance_df` of |y|; 0 where no sample contributes)."""
     a = np.abs(y.reshape(y.shape[0], -1))
-    top = a.max(axis=0)
-    r = a / np.where(top > 0, top, 1.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        kish = np.where(top > 0, r.sum(axis=0) ** 2 / (r * r).sum(axis=0), 0.0)
-    return (a > 0).sum(axis=0), kish
+    hits = (a > 0).sum(axis=0)
+    return hits, np.where(hits > 0, np.atleast_1d(variance_df(a)), 0.0)
 
 
 def _finish(value, log_value, stderr, f, ess, n, confidence, interval, df, y):
