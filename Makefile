@@ -46,12 +46,12 @@ bench: setup
 	$(BIN)/python bench/bench_lowprob.py
 
 book: setup
-	$(BIN)/python -m rea.bookcache
+	$(BIN)/python -m rea.book.cache
 	rm -rf _build/.doctrees
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
 golden: setup
-	$(BIN)/python -m rea.golden $(CHAPTERS)
+	$(BIN)/python -m rea.book.golden $(CHAPTERS)
 
 run: setup
 	$(BIN)/rea run $(CHAPTER) $(if $(PROMPT),--prompt "$(PROMPT)") $(PARAMS)

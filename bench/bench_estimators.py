@@ -30,8 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rea.analysis import tps_mbar, tps_tokens  # noqa: E402
-from rea.estimators import TiltedMBAR, z_value  # noqa: E402
+from rea.tps import tps_mbar, tps_tokens  # noqa: E402
+from rea.stats import TiltedMBAR, z_value  # noqa: E402
 
 Z96 = z_value(0.96)
 
@@ -94,7 +94,7 @@ def bench_toy(scale: float = 1.0) -> float:
 
 
 def bench_smollm(budget_s: float = 540.0) -> float:
-    from rea.models import load_model
+    from rea.lm import load_model
     from rea.observables import repeats
     from rea.sampling import sample
     from rea.tps import TPSConfig, run_tps

@@ -1,4 +1,4 @@
-"""Speed of the single-token rare-output estimators (rea.lowprob) on this machine, and an optional small comparison.
+"""Speed of the single-token rare-output estimators (rea.single_token.methods) on this machine, and an optional small comparison.
 
     python bench/bench_lowprob.py                      # calls/s and seconds per target, depths 1 2 4
     python bench/bench_lowprob.py --table --targets 4  # + methods vs brute-force ground truth (depths 1 2)
@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from rea import lowprob as lp
-from rea.models import load_model
+from rea.single_token import methods as lp
+from rea.lm import load_model
 
 
 def calls_per_s(scorer, D, n=1024, batch=256, grad=False):

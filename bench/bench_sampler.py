@@ -61,7 +61,7 @@ def main() -> None:
     torch.set_num_threads(threads)
     from transformers.utils import logging as hf_logging
 
-    from rea.models import HFLanguageModel, load_model
+    from rea.lm import HFLanguageModel, load_model
     from rea.sampling import sample
 
     hf_logging.set_verbosity_error()

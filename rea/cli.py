@@ -10,7 +10,7 @@ def _info(args) -> int:
     import torch
 
     from rea import __version__
-    from rea.models import DEFAULT_MODEL, cache_dir, embedded_gguf, resolve_device
+    from rea.lm import DEFAULT_MODEL, cache_dir, embedded_gguf, resolve_device
 
     print(f"rea {__version__}, torch {torch.__version__}")
     dev = resolve_device("auto")
@@ -28,18 +28,19 @@ def _info(args) -> int:
 
 
 def _sample(args) -> int:
-    from rea.models import load_model
+    from rea.lm import load_model
     from rea.observables import ari, log_prob, repeats
-    from rea.sampling import Temperature, _check_positive_int, sample
+    from rea.arguments import check_positive_int
+    from rea.sampling import Temperature, sample
     from rea.storage import check_output_path, provenance, save_samples
 
     # every option is checked before the model is loaded (the prompt needs the tokenizer: sample() checks it)
     check_output_path(args.out, "--out")
-    _check_positive_int("-n", args.n)
-    _check_positive_int("--length", args.length)
-    _check_positive_int("--seed", args.seed, minimum=0)
+    check_positive_int("-n", args.n)
+    check_positive_int("--length", args.length)
+    check_positive_int("--seed", args.seed, minimum=0)
     if args.batch_size is not None:
-        _check_positive_int("--batch-size", args.batch_size)
+        check_positive_int("--batch-size", args.batch_size)
     proposal = Temperature(args.temperature) if args.temperature != 1.0 else None
     lm = load_model(args.model, device=args.device)
     samples = sample(
@@ -53,7 +54,7 @@ def _sample(args) -> int:
 
 
 def _run(args, extra) -> int:
-    from rea.runner import main as run_main
+    from rea.book.runner import main as run_main
 
     return run_main([args.chapter, *extra])
 

@@ -1,4 +1,4 @@
-"""Exact answers for the Markov :class:`rea.toy.ToyLM` -- the ground truth every estimator is checked against.
+"""Exact answers for the Markov :class:`rea.lm.toy.ToyLM` -- the ground truth every estimator is checked against.
 
 For a Markov LM with transition matrix A ``[V, V]`` (A[i, j] = p(next = j | last = i)) the prompt enters only
 through its last token x_t (the Markov state), and a completion x_{t+1:t+L} has probability
@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rea.arguments import check_positive_int
 from rea.observables import ARI_CAP, ari_counts, ari_from_counts
 
 _SENTENCE_END = re.compile(r"[.!?]+")
@@ -49,7 +50,7 @@ def _matrix(lm) -> np.ndarray:
     a = np.asarray(getattr(lm, "transition_matrix", None), dtype=np.float64)
     if a.ndim != 2 or a.shape[0] != a.shape[1]:
         raise TypeError(
-            f"rea.exact needs a Markov model with a transition_matrix [V, V] (e.g. rea.toy.ToyLM), got {lm!r}"
+            f"rea.exact needs a Markov model with a transition_matrix [V, V] (e.g. rea.lm.toy.ToyLM), got {lm!r}"
         )
     return a
 
@@ -65,10 +66,6 @@ def prompt_state(lm, prompt) -> int:
     return ids[-1]
 
 
-def _check_length(length) -> int:
-    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length <= 0:
-        raise ValueError(f"length must be a positive integer, got {length!r}")
-    return int(length)
 
 
 def token_ids(lm, tokens) -> list[int]:
@@ -263,7 +260,7 @@ def log_partition(lm, prompt, length: int, lam, observable="logprob", tokens=Non
     and the log scales accumulated, so any L (1000s) is finite. Vectorised: ``lam`` of any shape -> same shape
     (a float for a scalar).
     """
-    length = _check_length(length)
+    length = check_positive_int("length", length)
     x0 = prompt_state(lm, prompt)
     lam_arr = np.asarray(lam, dtype=np.float64)
     (mh, c, _), (mh1, c1, _) = _tilted(lm, lam_arr, observable, tokens)
@@ -286,7 +283,7 @@ def exact_mean(lm, prompt, length: int, observable="logprob", tokens=None, lam=0
     Forward–backward with rescaling: E_λ[φ] = Σ_τ α_{τ−1}ᵀ (M_τ ∘ G_τ) β_τ / Z, α_τ = e_{x_t}ᵀ M₁…M_τ,
     β_τ = M_{τ+1}…M_L 1. Vectorised over ``lam`` like :func:`log_partition`.
     """
-    length = _check_length(length)
+    length = check_positive_int("length", length)
     x0 = prompt_state(lm, prompt)
     lam_arr = np.asarray(lam, dtype=np.float64)
     (mh, c, g), (mh1, c1, g1) = _tilted(lm, lam_arr, observable, tokens)
@@ -345,7 +342,7 @@ def count_distribution(lm, prompt, length: int, observable="repeats", tokens=Non
     P(φ = k) = Σ_j P_L[j, k]. Each count column k is stored as m[:, k]·e^{s_k} with max m[:, k] = 1, so
     probabilities far below 1e-300 keep full relative precision. Cost O(L² V²).
     """
-    length = _check_length(length)
+    length = check_positive_int("length", length)
     x0 = prompt_state(lm, prompt)
     a = _matrix(lm)
     g, g1 = pair_observable(lm, observable, tokens)
@@ -395,7 +392,7 @@ def enumerate_completions(lm, prompt, length: int, max_sequences: int = 10**7):
 
     log p(x) = Σ_τ log A[x_τ, x_{τ+1}] (exact float64 A). Raises when V^L > ``max_sequences``.
     """
-    length = _check_length(length)
+    length = check_positive_int("length", length)
     x0 = prompt_state(lm, prompt)
     log_a = np.log(_matrix(lm))
     v = log_a.shape[0]
@@ -467,7 +464,7 @@ def ari_distribution(
     ARI = 4.71 c/w + 0.5 w/s − 21.43 (w := max(w, 1)), capped; equal values are merged. ``prompt`` must be the
     prompt *text* (ARI is computed on the raw prompt string, as :func:`rea.observables.ari` does).
     """
-    length = _check_length(length)
+    length = check_positive_int("length", length)
     text = prompt if isinstance(prompt, str) else lm.decode(prompt)
     x0 = prompt_state(lm, prompt)
     a = _matrix(lm)

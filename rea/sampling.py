@@ -15,7 +15,7 @@ tokens depend on (seed, i) only -- not on the batch size or device split -- and 
 model on another machine changes a token only when it swaps the two best perturbed scores.
 
 All sequences in a batch advance in lockstep, one position at a time, through the model's KV-cache
-:class:`rea.models.Decoder`. The TPS forward-shooting move (:func:`regenerate`) uses the same loop: positions
+:class:`rea.lm.models.Decoder`. The TPS forward-shooting move (:func:`regenerate`) uses the same loop: positions
 before a chain's cut point are forced to its current tokens, positions from the cut on are sampled.
 """
 
@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from rea.arguments import check_positive_int
 
 # --------------------------------------------------------------------------------------------- proposals
 
@@ -138,19 +140,13 @@ class Samples:
 # --------------------------------------------------------------------------------------------- validation
 
 
-def _check_positive_int(name: str, value, minimum: int = 1) -> int:
-    """``value`` as an int if it is an integer (not a bool) ≥ ``minimum``; else a one-line ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        what = {1: "a positive integer", 0: "a non-negative integer"}.get(minimum, f"an integer ≥ {minimum}")
-        raise ValueError(f"{name} must be {what}, got {value!r}")
-    return int(value)
 
 
 def encode_prompt(lm, prompt: str, length: int) -> list[int]:
     """Tokenise ``prompt`` and check that prompt + ``length`` completion tokens fit the context window."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
-    length = _check_positive_int("length", length)
+    length = check_positive_int("length", length)
     ids = lm.encode(prompt)
     if not ids:
         raise ValueError(f"prompt {prompt!r} encodes to no tokens; give a prompt with some text")
@@ -356,11 +352,11 @@ def sample(
     Returns :class:`Samples` with tokens ``[n, length]``, per-token log p_M and log q. EOS is an ordinary token
     unless ``stop_at_eos``; then a completion ends at its first EOS (included) and is padded.
     """
-    n = _check_positive_int("n", n)
+    n = check_positive_int("n", n)
     prompt_ids = encode_prompt(lm, prompt, length)
     if batch_size is None:
         batch_size = auto_batch_size(lm, len(prompt_ids) + length)
-    batch_size = _check_positive_int("batch_size", batch_size)
+    batch_size = check_positive_int("batch_size", batch_size)
     parts = []
     with tqdm(total=n, desc="sampling", unit="seq", disable=not progress) as bar:
         for lo in range(0, n, batch_size):

@@ -1,4 +1,4 @@
-r"""``make validate``: the estimators against exact answers of the toy Markov LM (:mod:`rea.toy`, :mod:`rea.exact`).
+r"""``make validate``: the estimators against exact answers of the toy Markov LM (:mod:`rea.lm.toy`, :mod:`rea.exact`).
 
 Prints one table row per check, then one line per measured coverage, ``coverage_<what>: <rate> (<repeats, setting,
 per-tail rates, …>)`` (the rows named ``coverage_*``), and ends with ``validate: N/M checks passed`` (exit code 1 if
@@ -7,7 +7,7 @@ any fails). ``--repeats`` overrides the repeats of every check that takes them.
 Checks (each a function returning a list of :class:`Check` rows, with a ``scale`` knob the tests turn down):
 
 * :func:`check_tps_end_to_end` -- TPS (:func:`rea.tps.run_tps`) on the toy (count of " the"/" a"), both signs of
-  λ, then :func:`rea.analysis.tps_mbar`: |ln Ẑ(λ) − ln Z(λ)| ≤ max(3.29σ, 1/√N_eff) nats (:func:`log_z_within`),
+  λ, then :func:`rea.tps.mbar.tps_mbar`: |ln Ẑ(λ) − ln Z(λ)| ≤ max(3.29σ, 1/√N_eff) nats (:func:`log_z_within`),
   tails to 6e-5 inside informative bootstrap CIs;
 * :func:`check_tps_deep_tail` -- TPS + MBAR at a tail of 1.4e-8 (count of 4 adverbs, L = 20, λ down to −1.75):
   the estimate inside its bootstrap CI of the exact value;
@@ -42,8 +42,8 @@ import numpy as np
 import pandas as pd
 
 from rea import exact
-from rea.analysis import MIN_CHAINS_T, _analytic_mbar, prepare, tps_mbar
-from rea.estimators import importance_estimate, z_value
+from rea.tps import MIN_CHAINS_T, analytic_mbar, prepare, tps_mbar
+from rea.stats import importance_estimate, z_value
 
 PROMPT = "Once upon a time, in a big forest, there lived a"
 
@@ -56,7 +56,7 @@ class Check:
 
 
 def _toy():
-    from rea.models import load_model
+    from rea.lm import load_model
 
     return load_model("toy", device="cpu")
 
@@ -249,7 +249,7 @@ def check_tps_end_to_end(scale: float = 1.0, seed: int = 0, lambdas_neg=(-0.5, -
     res, direct, L, dist, _ = toy_tps_run(scale, seed, lambdas_neg=lambdas_neg, lambdas_pos=lambdas_pos)
     out = []
     prep = prepare(res, direct)
-    mb = _analytic_mbar(prep, list(prep.lambdas), 0.96)
+    mb = analytic_mbar(prep, list(prep.lambdas), 0.96)
     grid = np.array([-1.5, -1.25, -0.75, -0.25, 0.25, 0.75, 1.0])
     grid = grid[(grid >= min(lambdas_neg)) & (grid <= max(lambdas_pos))]
     lz = mb.log_partition_at(grid)
@@ -311,7 +311,7 @@ def check_log_partition(scale: float = 1.0, seed: int = 1) -> list[Check]:
     L = 40
     lams = np.array([-3.0, -2.0, -1.5, -1.0, -0.75, -0.5, -0.25, 0.0, 0.5, 1.0, 2.0])
     rec, direct = _exact_pipeline(lm, L, lams, 4, max(50, int(500 * scale)), max(500, int(5000 * scale)), rng)
-    mb = _analytic_mbar(prepare(rec, direct), list(lams), 0.96)
+    mb = analytic_mbar(prepare(rec, direct), list(lams), 0.96)
     grid = np.array([-3.0, -2.5, -1.25, -0.6, -0.25, 0.25, 0.75, 1.5, 2.0])
     lz = mb.log_partition_at(grid)
     truth = exact.log_partition(lm, PROMPT, L, grid, "repeats")
@@ -448,7 +448,7 @@ def check_coverage_tps(scale: float = 1.0, seed: int = 6, repeats: int = 50, lam
     the measured cause (runs failing GR, unreached thresholds, too few chains for the bootstrap, misses on one side).
     The detail of the bootstrap row also reports the paper's percentile interval (same runs, other replicas) and
     how many bootstrap intervals were the uninformative [0, 1] (tail hits in ≤ ~2 chains, see
-    :func:`rea.diagnostics.bootstrap_over_chains`). ``lambdas``/``thresholds`` give the fast test's shallower variant.
+    :func:`rea.stats.diagnostics.bootstrap_over_chains`). ``lambdas``/``thresholds`` give the fast test's shallower variant.
     At scale 1.0: 2.5 min on one core (measured 152 s: ~125 s the one batched TPS run of 800 chains × 4000 steps).
     """
     lm = _toy()
@@ -539,7 +539,7 @@ def check_importance_sampling(scale: float = 1.0, seed: int = 4) -> list[Check]:
 
 def check_ari(scale: float = 1.0, seed: int = 5) -> list[Check]:
     """ARI of direct toy samples (L = 20) against the exact ARI distribution: tails inside Wilson CIs, mean."""
-    from rea.estimators import direct_tail
+    from rea.stats import direct_tail
     from rea.observables import ari
     from rea.sampling import sample
 
@@ -574,12 +574,12 @@ IS_COV_BIASES = (2.0, 1.5)
 def is_coverage_runs(seed: int = 6, repeats: int = 100, n: int = 3000, biases=IS_COV_BIASES) -> pd.DataFrame:
     """Repeated importance sampling of the noun-count tail of the toy with ``LogitBias(nouns, b)`` proposals.
 
-    Per bias b, repeat and threshold a: ``n`` fresh samples, :func:`rea.estimators.importance_estimate` of
+    Per bias b, repeat and threshold a: ``n`` fresh samples, :func:`rea.stats.estimators.importance_estimate` of
     P(φ ≥ a) with its default (effective-count) and its normal interval, and whether it issued an
-    :class:`rea.estimators.ISIntervalWarning`. Returns a DataFrame with columns ``bias, repeat, threshold, p (exact),
+    :class:`rea.stats.estimators.ISIntervalWarning`. Returns a DataFrame with columns ``bias, repeat, threshold, p (exact),
     hits, value, ci_low, ci_high, normal_low, normal_high, warned, covered, covered_normal``.
     """
-    from rea.estimators import ISIntervalWarning
+    from rea.stats import ISIntervalWarning
     from rea.sampling import LogitBias, sample
 
     lm = _toy()
@@ -616,7 +616,7 @@ def check_is_coverage(scale: float = 1.0, seed: int = 6, repeats: int = 100) -> 
 
     LogitBias(nouns, +2) and (+1.5) proposals at P = 2.7e-5 and 2.0e-7 (:func:`is_coverage_runs`). One row per
     (proposal, tail): passes when the effective-count interval covers in ≥ 90 % of the repeats, or when every miss
-    came with an :class:`rea.estimators.ISIntervalWarning`. The detail also gives the old normal interval's coverage.
+    came with an :class:`rea.stats.estimators.ISIntervalWarning`. The detail also gives the old normal interval's coverage.
     ``scale`` is unused (n = 3000 is part of the regime); ``repeats`` sets the precision.
     """
     df = is_coverage_runs(seed, repeats)

@@ -80,14 +80,14 @@ def tiny_neo_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_llama(tiny_llama_dir):
-    from rea.models import load_model
+    from rea.lm import load_model
 
     return load_model(tiny_llama_dir, device="cpu")
 
 
 @pytest.fixture(scope="session")
 def tiny_neo(tiny_neo_dir):
-    from rea.models import load_model
+    from rea.lm import load_model
 
     return load_model(tiny_neo_dir, device="cpu")
 
@@ -95,6 +95,6 @@ def tiny_neo(tiny_neo_dir):
 @pytest.fixture(scope="session")
 def smollm():
     """The embedded SmolLM2-135M (converted once into REA_CACHE)."""
-    from rea.models import load_model
+    from rea.lm import load_model
 
     return load_model(device="cpu")

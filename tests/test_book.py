@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rea import runner
-from rea.golden import toc_chapters
+from rea.book import runner
+from rea.book.golden import toc_chapters
 
 ROOT = Path(__file__).resolve().parent.parent
 TOC = toc_chapters()

@@ -1,4 +1,4 @@
-from rea import bookcache
+from rea.book import cache as bookcache
 
 
 def test_cache_wiped_when_package_changes(tmp_path):

@@ -41,12 +41,12 @@ def test_rea_sample_bad_input_is_one_line(tiny_llama_dir, tmp_path, capsys):
 
 def test_rea_sample_bad_arguments_fail_before_any_work(tiny_llama_dir, tmp_path, capsys, monkeypatch):
     """Bad --out, -n, --length, --seed, --batch-size or --temperature: one line naming the option, no model loaded."""
-    import rea.models
+    import rea.lm.models
 
     def no_load(*args, **kwargs):
         raise AssertionError("the model was loaded before the arguments were checked")
 
-    monkeypatch.setattr(rea.models, "load_model", no_load)
+    monkeypatch.setattr(rea.lm.models, "load_model", no_load)
     (tmp_path / "dir.parquet").mkdir()
     good = dict(n="2", length="3", seed="0", out=str(tmp_path / "x.parquet"))
     cases = [

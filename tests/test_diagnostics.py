@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from rea.diagnostics import (
+from rea.stats import (
     bootstrap_over_chains,
     burn_in_mask,
     chain_resample_index,
@@ -19,7 +19,7 @@ from rea.diagnostics import (
     statistical_inefficiency_multiple,
     subsample,
 )
-from rea.estimators import TiltedMBAR
+from rea.stats import TiltedMBAR
 
 
 def ar1(rng, rho, n, chains=1):

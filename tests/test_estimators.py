@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from rea.estimators import (
+from rea.stats import (
     IS_FEW_HITS,
     ISIntervalWarning,
     MBARConvergenceError,
@@ -547,7 +547,7 @@ def test_newton_solver_matches_pymbar_robust(gaussian_mbar):
 
 
 def test_newton_solver_from_a_bad_start_and_loud_failure():
-    from rea.estimators import _newton_tilted_mbar
+    from rea.stats.estimators import _newton_tilted_mbar
 
     rng = np.random.default_rng(22)
     lams = np.array([-6.0, -4.0, -2.0, 0.0, 2.0])
@@ -563,7 +563,7 @@ def test_newton_solver_from_a_bad_start_and_loud_failure():
         TiltedMBAR.from_states(phis, lams, maximum_iterations=0)
 
 
-@pytest.mark.filterwarnings("ignore::rea.estimators.OverlapWarning")
+@pytest.mark.filterwarnings("ignore::rea.stats.OverlapWarning")
 def test_counts_equal_repeated_rows():
     """counts = multiplicities gives exactly the MBAR of the expanded samples (f, tails, errors, overlap)."""
     rng = np.random.default_rng(23)

@@ -1,12 +1,12 @@
-"""The lean llama decode step (rea.fastdecode) against Hugging Face's full forward pass, and inside the sampler."""
+"""The lean llama decode step (rea.lm.fastdecode) against Hugging Face's full forward pass, and inside the sampler."""
 
 import numpy as np
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from rea.fastdecode import LlamaDecoder
-from rea.models import HFDecoder, HFLanguageModel
+from rea.lm import LlamaDecoder
+from rea.lm import HFDecoder, HFLanguageModel
 from rea.sampling import regenerate, sample, score, sequence_uniforms
 
 VOCAB = 101
@@ -129,7 +129,7 @@ def test_unsupported_rope_falls_back_to_hf_decoder():
 
 @pytest.mark.slow
 def test_embedded_model_fast_decoder_matches_hf():
-    from rea.models import load_model
+    from rea.lm import load_model
 
     lm = load_model(device="cpu")
     assert lm.fast_decode

@@ -1,13 +1,13 @@
 """Golden regression of the chapters: every recorded number of a ``ci``-profile run within its tolerance.
 
-See :mod:`rea.golden`. The execution tests re-run each chapter in the pinned environment with fresh shared runs.
+See :mod:`rea.book.golden`. The execution tests re-run each chapter in the pinned environment with fresh shared runs.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from rea import golden
+from rea.book import golden
 
 TOC = golden.toc_chapters()
 

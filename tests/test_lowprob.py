@@ -1,4 +1,4 @@
-"""Tests for rea.lowprob: single-token rare-output estimators checked against exact answers.
+"""Tests for rea.single_token.methods: single-token rare-output estimators checked against exact answers.
 
 The exactly enumerable case is a small random llama (V=256) truncated to 1 layer, with D = 3 positions × 30 tokens
 (27 000 inputs): p_t is computed by full enumeration and every estimator must agree within its own error bar.
@@ -15,8 +15,8 @@ import pytest
 import torch
 from scipy import stats
 
-from rea import estimators
-from rea import lowprob as lp
+from rea import stats as estimators
+from rea.single_token import methods as lp
 
 SEED = 0
 
@@ -353,7 +353,7 @@ def test_temperature_grid():
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from rea.models import ModelError, load_model
+    from rea.lm import ModelError, load_model
 
     try:
         return load_model(device="cpu").tokenizer

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rea.models import ModelError, load_model, resolve_device
+from rea.lm import ModelError, load_model, resolve_device
 
 
 def test_local_directories_load_both_architectures(tiny_llama, tiny_neo):

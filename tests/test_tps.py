@@ -1,4 +1,4 @@
-"""rea.tps: annealed forward-shooting TPS -- the move, the bookkeeping, resumption, and exactness on ToyLM."""
+"""rea.tps.run: annealed forward-shooting TPS -- the move, the bookkeeping, resumption, and exactness on ToyLM."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import torch
 from rea import storage
 from rea.observables import evaluate
 from rea.sampling import Samples, score
-from rea.tps import CHECKPOINT, RECORD_COLUMNS, TPSConfig, _atomic_pickle, load_tps, read_checkpoint, run_tps
+from rea.tps import CHECKPOINT, RECORD_COLUMNS, TPSConfig, load_tps, read_checkpoint, run_tps
+from rea.tps.run import _atomic_pickle
 
 from tiny_lm import tiny_llama
 
@@ -253,8 +254,8 @@ def test_tilted_mean_matches_exact_toy(tmp_path, observable, lam):
     the mean by many standard errors, so the test has power. For repeats E_λ[φ] is also computed from the exact
     pmf P as Σ_k k P(k) e^{−λk} / Σ_k P(k) e^{−λk}; for Log-Prob this also checks the proposal's φ_LP bookkeeping."""
     exact = pytest.importorskip("rea.exact")
-    from rea.models import load_model
-    from rea.toy import DEFAULT_PROMPT
+    from rea.lm import load_model
+    from rea.lm import DEFAULT_PROMPT
 
     lm = load_model("toy", device="cpu")
     length = 10

@@ -1,4 +1,4 @@
-"""Fast versions of `make validate` (rea.validate) and the one-call pipeline rea.analysis.tps_mbar."""
+"""Fast versions of `make validate` (rea.validate) and the one-call pipeline rea.tps.mbar.tps_mbar."""
 
 import time
 import warnings
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from rea import exact, validate
-from rea.analysis import tps_mbar, tps_samples, tps_tokens
+from rea.tps import tps_mbar, tps_samples, tps_tokens
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """A tiny randomly initialised Llama with a character-level tokenizer, for fast offline tests.
 
-``tiny_llama()`` returns a :class:`rea.models.HFLanguageModel` (vocabulary of 64 characters, 2 layers, hidden size
+``tiny_llama()`` returns a :class:`rea.lm.models.HFLanguageModel` (vocabulary of 64 characters, 2 layers, hidden size
 32) on the CPU. ``initializer_range`` scales the random weights: larger values give peakier next-token
 distributions.
 """
@@ -16,7 +16,7 @@ assert len(VOCAB) == 64
 
 
 class CharTokenizer:
-    """The minimal slice of a ``transformers`` tokenizer that :class:`rea.models.HFLanguageModel` uses."""
+    """The minimal slice of a ``transformers`` tokenizer that :class:`rea.lm.models.HFLanguageModel` uses."""
 
     eos_token_id = 0
 
@@ -33,7 +33,7 @@ class CharTokenizer:
 def tiny_llama(seed: int = 0, initializer_range: float = 0.02, name: str = "tiny-llama"):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from rea.models import HFLanguageModel
+    from rea.lm import HFLanguageModel
 
     cfg = LlamaConfig(
         vocab_size=len(VOCAB), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,

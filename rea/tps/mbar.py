@@ -11,19 +11,19 @@ Input
 
 Pipeline (:func:`tps_mbar`)
 ---------------------------
-1. Burn-in: drop the first ⌊0.1·N⌋ steps of every bias segment of N steps (:func:`rea.diagnostics.n_burn_in`, the
-   package's one rule, applied by :func:`rea.diagnostics.drop_burn_in`).
-2. Convergence filter: Gelman–Rubin per bias over the chains (:func:`rea.diagnostics.gelman_rubin`); biases with
+1. Burn-in: drop the first ⌊0.1·N⌋ steps of every bias segment of N steps (:func:`rea.stats.diagnostics.n_burn_in`, the
+   package's one rule, applied by :func:`rea.stats.diagnostics.drop_burn_in`).
+2. Convergence filter: Gelman–Rubin per bias over the chains (:func:`rea.stats.diagnostics.gelman_rubin`); biases with
    GR ≥ 1.1 (or undefined GR) are dropped.
-3. MBAR (:class:`rea.estimators.TiltedMBAR`) over direct samples (λ = 0) and the surviving segments, with identical
+3. MBAR (:class:`rea.stats.estimators.TiltedMBAR`) over direct samples (λ = 0) and the surviving segments, with identical
    (λ, φ) samples merged into counts (exact; fast for discrete φ such as Repeats or ARI).
-4. Errors, ``method="bootstrap"`` [REA App. C]: 100 replicas of :func:`rea.diagnostics.bootstrap_over_chains`, each
+4. Errors, ``method="bootstrap"`` [REA App. C]: 100 replicas of :func:`rea.stats.diagnostics.bootstrap_over_chains`, each
    resampling whole chains with replacement (a unit is the j-th chain of every direction, so each replica keeps J
    chains per direction) and the direct samples (multinomially), then redoing 1–3. Burn-in depends only on a segment
    itself, so it is computed once per segment (identical to recomputing it per replica); GR and MBAR are recomputed
    per replica from the replica's chains (a chain drawn twice counts as two chains). The 96 % interval
    (``interval="t"``, the default) is ln P̂ ± t_{J−1}·s·√(J/(J−1)) with s a robust standard deviation of the
-   replicas' ln P (:func:`rea.diagnostics.bootstrap_over_chains`), clipped to P ≤ 1; it is [0, 1] when more than
+   replicas' ln P (:func:`rea.stats.diagnostics.bootstrap_over_chains`), clipped to P ≤ 1; it is [0, 1] when more than
    ~16 % of the replicas see no sample in the event (its samples come from ≤ ~2 chains). ``interval="percentile"``
    gives the paper's 3rd smallest / 3rd largest replica, which under-covers with few chains (measured on real toy
    TPS chains, 150 repeats: 0.91/0.91/0.85 at tails 1.6e-2/7.8e-4/6.6e-6 with 16 chains, 0.70–0.78 with 4; the t
@@ -31,7 +31,7 @@ Pipeline (:func:`tps_mbar`)
    :data:`MIN_CHAINS_T` chains (or the percentile interval with ≤ 16) issue a :class:`ChainCountWarning`.
    ``method="analytic"`` (fast; no replicas): every post-burn-in sample of the surviving biases is kept, each weighted
    by 1/g_k, with g_k the statistical inefficiency of φ at bias k pooled over its chains
-   (:func:`rea.diagnostics.statistical_inefficiency_multiple`); MBAR with these effective counts (N_k → N_k/g_k)
+   (:func:`rea.stats.diagnostics.statistical_inefficiency_multiple`); MBAR with these effective counts (N_k → N_k/g_k)
    gives the point estimate and its asymptotic log-normal interval (equations in :func:`effective_counts`).
 
 Output: a tidy DataFrame, one row per threshold (tail probabilities) or bin (densities) -- see :func:`tps_mbar`.
@@ -45,11 +45,12 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from rea.diagnostics import bootstrap_over_chains, drop_burn_in, statistical_inefficiency_multiple
-from rea.estimators import OverlapWarning, TiltedMBAR, _as_1d_finite, _check_edges, _check_side, direct_density, \
-    direct_tail
+from rea.stats import bootstrap_over_chains, drop_burn_in, statistical_inefficiency_multiple
+from rea.arguments import as_1d_finite, check_edges, check_side
+from rea.stats import OverlapWarning, TiltedMBAR, direct_density, direct_tail
 
-__all__ = ["tps_samples", "tps_mbar", "tps_tokens", "Prepared", "prepare", "effective_counts", "ChainCountWarning"]
+__all__ = ["tps_samples", "tps_mbar", "tps_tokens", "Prepared", "prepare", "effective_counts", "analytic_mbar",
+           "ChainCountWarning", "MIN_CHAINS_T"]
 
 
 # --------------------------------------------------------------------------------------------- input
@@ -144,7 +145,7 @@ class Prepared:
         self.seg_units = np.array([s["unit"] for s in self.segments], dtype=np.int64)
         self.lambdas = np.unique(self.seg_lams)
         if direct_phi is not None and np.size(direct_phi):
-            d = _as_1d_finite("direct_phi", direct_phi)
+            d = as_1d_finite("direct_phi", direct_phi)
             self.direct_phi = d
             self.direct_values, self.direct_counts = np.unique(d, return_counts=True)
         else:
@@ -154,7 +155,7 @@ class Prepared:
     def gelman_rubin(self, seg_index: np.ndarray) -> dict:
         """GR per λ for the segments ``seg_index`` (repeats = distinct chains), from per-segment mean/var/length.
 
-        Same formula as :func:`rea.diagnostics.gelman_rubin` (chains of equal length L): B = L/(J−1)Σ(ȳ_j − ȳ)²,
+        Same formula as :func:`rea.stats.diagnostics.gelman_rubin` (chains of equal length L): B = L/(J−1)Σ(ȳ_j − ȳ)²,
         W = mean s_j², GR = ((L−1)/L·W + B/L)/W; NaN with fewer than 2 chains or L < 2, inf when W = 0 < B.
         """
         out = {}
@@ -271,7 +272,7 @@ def tps_mbar(
     method : ``"bootstrap"`` (over chains, ``n_boot`` replicas) or ``"analytic"`` (MBAR with effective counts
         N_k/g_k, its asymptotic CI; see :func:`effective_counts`)
     interval : bootstrap interval, ``"t"`` (Student t on ln P with the bootstrap standard error; default) or
-        ``"percentile"`` (the paper's order statistics); see :func:`rea.diagnostics.bootstrap_over_chains`
+        ``"percentile"`` (the paper's order statistics); see :func:`rea.stats.diagnostics.bootstrap_over_chains`
     burn_in : fraction of each bias segment dropped (0.1); gr_threshold : biases with GR ≥ this are dropped (1.1)
     confidence : CI level (0.96); seed : bootstrap RNG seed
 
@@ -292,12 +293,12 @@ def tps_mbar(
         raise ValueError(f"method must be 'bootstrap' or 'analytic', got {method!r}")
     if interval not in ("t", "percentile"):
         raise ValueError(f"interval must be 't' or 'percentile', got {interval!r}")
-    side = _check_side(side)
+    side = check_side(side)
     if not (0 <= burn_in < 1):
         raise ValueError(f"burn_in must lie in [0, 1), got {burn_in!r}")
     kind = "tail" if thresholds is not None else "bin"
-    thr = _as_1d_finite("thresholds", thresholds) if kind == "tail" else None
-    edges = _check_edges(bin_edges) if kind == "bin" else None
+    thr = as_1d_finite("thresholds", thresholds) if kind == "tail" else None
+    edges = check_edges(bin_edges) if kind == "bin" else None
     prep = prepare(records, direct_phi, burn_in)
     all_seg = np.arange(len(prep.segments))
     phi, lam, cnt, passed, gr_all = prep.pool(all_seg, prep.direct_counts, gr_threshold)
@@ -329,7 +330,7 @@ def tps_mbar(
     n_valid, g_by_lam, n_eff = None, None, None
     n_samples = int(mb.counts.sum())
     if method == "analytic":
-        mb_a, g_by_lam = _analytic_mbar(prep, passed, confidence, return_g=True)
+        mb_a, g_by_lam = analytic_mbar(prep, passed, confidence, return_g=True)
         res = mb_a.tail(thr, side=side) if kind == "tail" else mb_a.density(edges)
         p, ci_low, ci_high = res["p"].to_numpy(), res["ci_low"].to_numpy(), res["ci_high"].to_numpy()
         n_ev = _event_counts(mb, lo, hi, closed)  # samples in the event (not effective counts)
@@ -420,7 +421,7 @@ def effective_counts(prep: Prepared, passed) -> tuple[np.ndarray, np.ndarray, np
     g = 1 + 2τ is worth about n/g independent samples. Rather than thinning to every g-th sample (which can drop the
     only samples beyond a threshold, and whose result depends on the phase of the stride), every sample n is kept
     with weight c_n = 1/g_k, g_k being the statistical inefficiency of φ at its bias λ_k pooled over the chains
-    (:func:`rea.diagnostics.statistical_inefficiency_multiple`, capped at the segment length so that a segment
+    (:func:`rea.stats.diagnostics.statistical_inefficiency_multiple`, capped at the segment length so that a segment
     counts at least once); direct samples are independent, c_n = 1. Then, with N_k^eff = Σ_{n∈k} c_n = N_k/g_k,
 
     .. math:: f_i = -\ln \sum_n \frac{c_n\, e^{-\lambda_i \phi_n}}{\sum_j N_j^{eff} e^{f_j - \lambda_j \phi_n}},
@@ -459,7 +460,7 @@ def effective_counts(prep: Prepared, passed) -> tuple[np.ndarray, np.ndarray, np
     return key[:, 0], key[:, 1], cnt, g_by_lam
 
 
-def _analytic_mbar(prep: Prepared, passed, confidence, return_g: bool = False):
+def analytic_mbar(prep: Prepared, passed, confidence, return_g: bool = False):
     """MBAR with effective counts (:func:`effective_counts`) over the direct samples and the biases ``passed``."""
     phi, lam, cnt, g_by_lam = effective_counts(prep, passed)
     with warnings.catch_warnings():

@@ -8,7 +8,7 @@ The toy model has a vocabulary of V = 53 tokens -- 48 English words, each with a
 
 The next-token distribution depends on the last token only, so every quantity the book estimates (Z(λ), tail
 probabilities of ARI / Log-Prob / Repeats, ...) is computable exactly by :mod:`rea.exact`. ToyLM implements the
-:class:`rea.models.LanguageModel` interface, so the sampler, :func:`rea.sampling.score` and the TPS move work on it
+:class:`rea.lm.models.LanguageModel` interface, so the sampler, :func:`rea.sampling.score` and the TPS move work on it
 unchanged.
 
 Conventions (documented choices)
@@ -37,7 +37,7 @@ import re
 import numpy as np
 import torch
 
-from rea.models import resolve_device
+from rea.lm.device import resolve_device
 
 # Words per grammatical category (each becomes the token " word").
 CATEGORIES: dict[str, list[str]] = {
@@ -150,7 +150,7 @@ class _ToyDecoder:
 
 
 class ToyLM:
-    """Exactly solvable Markov LM behind the :class:`rea.models.LanguageModel` interface.
+    """Exactly solvable Markov LM behind the :class:`rea.lm.models.LanguageModel` interface.
 
     Parameters
     ----------

@@ -47,6 +47,8 @@ import pandas as pd
 from scipy import linalg, stats
 from scipy.special import logsumexp
 
+from rea.arguments import as_1d_finite, check_confidence, check_edges, check_side
+
 __all__ = [
     "OverlapWarning",
     "MBARConvergenceError",
@@ -80,38 +82,14 @@ class MBARConvergenceError(RuntimeError):
 
 def z_value(confidence: float) -> float:
     """Two-sided normal quantile z with P(|Z| ≤ z) = ``confidence`` (2.054 for 0.96)."""
-    confidence = _check_confidence(confidence)
+    confidence = check_confidence(confidence)
     return float(stats.norm.ppf(0.5 + confidence / 2))
 
 
-def _check_confidence(confidence) -> float:
-    if not (isinstance(confidence, (int, float, np.floating)) and 0 < confidence < 1):
-        raise ValueError(f"confidence must be a number in (0, 1), got {confidence!r}")
-    return float(confidence)
 
 
-def _as_1d_finite(name: str, values, allow_empty: bool = False) -> np.ndarray:
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.ndim == 0:
-        arr = arr.reshape(1)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array, got shape {arr.shape}")
-    if not allow_empty and arr.size == 0:
-        raise ValueError(f"{name} is empty; pass at least one value")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        raise ValueError(
-            f"{name} contains {int(bad.sum())} non-finite value(s) (first at index {int(np.argmax(bad))}); "
-            f"drop or fix those samples"
-        )
-    return arr
 
 
-def _check_edges(bin_edges) -> np.ndarray:
-    edges = _as_1d_finite("bin_edges", bin_edges)
-    if edges.size < 2 or np.any(np.diff(edges) <= 0):
-        raise ValueError("bin_edges must hold at least 2 strictly increasing values")
-    return edges
 
 
 def _bin_index(phi: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -239,9 +217,9 @@ def direct_tail(phi, thresholds, confidence: float = 0.96, side: str = "upper") 
     -------
     DataFrame with S rows: ``threshold, k, n, p, ci_low, ci_high`` (input order of thresholds).
     """
-    phi = _as_1d_finite("phi", phi)
-    thr = _as_1d_finite("thresholds", thresholds)
-    side = _check_side(side)
+    phi = as_1d_finite("phi", phi)
+    thr = as_1d_finite("thresholds", thresholds)
+    side = check_side(side)
     srt = np.sort(phi)
     if side == "upper":
         k = phi.size - np.searchsorted(srt, thr, side="left")
@@ -269,8 +247,8 @@ def direct_density(phi, bin_edges, confidence: float = 0.96) -> pd.DataFrame:
     DataFrame with B rows: ``left, right, center, width, k, n, p, p_low, p_high, density, density_low,
     density_high``.
     """
-    phi = _as_1d_finite("phi", phi)
-    edges = _check_edges(bin_edges)
+    phi = as_1d_finite("phi", phi)
+    edges = check_edges(bin_edges)
     idx = _bin_index(phi, edges)
     nbins = edges.size - 1
     k = np.bincount(idx[idx >= 0], minlength=nbins)
@@ -286,10 +264,6 @@ def direct_density(phi, bin_edges, confidence: float = 0.96) -> pd.DataFrame:
     )
 
 
-def _check_side(side: str) -> str:
-    if side not in ("upper", "lower"):
-        raise ValueError(f"side must be 'upper' (P(φ ≥ a)) or 'lower' (P(φ ≤ a)), got {side!r}")
-    return side
 
 
 # --------------------------------------------------------------------------------------------- importance sampling
@@ -418,7 +392,7 @@ def is_interval(value, stderr, n, df=None, confidence: float = 0.96):
     -------
     (low, high, n_eff, k_eff) : float64 arrays of the broadcast shape (floats for scalar input).
     """
-    conf = _check_confidence(confidence)
+    conf = check_confidence(confidence)
     p = np.asarray(value, dtype=np.float64)
     if np.any(~np.isfinite(p)) or np.any(p < 0):
         raise ValueError("value must hold finite estimates ≥ 0 (use the normal interval for f that can be negative)")
@@ -605,7 +579,7 @@ def mixture_log_weights(log_p, log_q_components, alpha=None) -> np.ndarray:
     -------
     float ``[N]`` log w_Mix.
     """
-    log_p = _as_1d_finite("log_p", log_p)
+    log_p = as_1d_finite("log_p", log_p)
     lq = np.asarray(log_q_components, dtype=np.float64)
     if lq.ndim == 1:
         lq = lq[None, :]
@@ -744,7 +718,7 @@ class TiltedMBAR:
     events at once and in log space). Intervals for probabilities are log-normal, P̂·e^{±zσ_ln}; for ln Z normal.
 
     The analytic errors assume independent samples: subsample correlated MCMC output first
-    (:func:`rea.diagnostics.subsample`) or use :func:`rea.diagnostics.bootstrap_over_chains`.
+    (:func:`rea.stats.diagnostics.subsample`) or use :func:`rea.stats.diagnostics.bootstrap_over_chains`.
 
     Parameters
     ----------
@@ -789,13 +763,13 @@ class TiltedMBAR:
         chunk_size: int = 1 << 16,
         counts=None,
     ):
-        phi = _as_1d_finite("phi", phi)
+        phi = as_1d_finite("phi", phi)
         lam = np.asarray(lam, dtype=np.float64)
         if lam.ndim == 0:
             lam = np.full(phi.size, float(lam))
         if lam.ndim != 1 or lam.size != phi.size:
             raise ValueError(f"lam must give one λ per sample: length {lam.size}, but phi has length {phi.size}")
-        lam = _as_1d_finite("lam", lam)
+        lam = as_1d_finite("lam", lam)
         if counts is not None:
             counts = np.asarray(counts)
             numeric = np.issubdtype(counts.dtype, np.integer) or np.issubdtype(counts.dtype, np.floating)
@@ -808,12 +782,12 @@ class TiltedMBAR:
             phi, lam, counts = phi[keep], lam[keep], counts[keep].astype(np.float64)
             if phi.size == 0:
                 raise ValueError("counts are all zero: no samples left")
-        self.confidence = _check_confidence(confidence)
+        self.confidence = check_confidence(confidence)
         self.z = z_value(confidence)
         if lambdas is None:
             grid = np.unique(lam)
         else:
-            grid = np.unique(_as_1d_finite("lambdas", lambdas))
+            grid = np.unique(as_1d_finite("lambdas", lambdas))
             missing = grid[~np.isin(grid, lam)]
             if missing.size:
                 raise ValueError(
@@ -851,7 +825,7 @@ class TiltedMBAR:
     @classmethod
     def from_states(cls, phis, lambdas, **kwargs) -> "TiltedMBAR":
         """Build from per-state arrays: ``phis[k]`` float ``[N_k]`` drawn at ``lambdas[k]`` (λ = 0 for direct)."""
-        lambdas = _as_1d_finite("lambdas", lambdas)
+        lambdas = as_1d_finite("lambdas", lambdas)
         if len(phis) != lambdas.size:
             raise ValueError(f"phis has {len(phis)} arrays but lambdas has {lambdas.size} values")
         if np.unique(lambdas).size != lambdas.size:
@@ -1068,7 +1042,7 @@ class TiltedMBAR:
         -------
         DataFrame with T rows: ``lam, log_z, sigma, ci_low, ci_high``.
         """
-        lams = _as_1d_finite("lams", lams)
+        lams = as_1d_finite("lams", lams)
         tf = self._target_f(lams)
         wtw = self._gram(lams, tf)
         n_aug = np.concatenate([self.n_k, np.zeros(lams.size)])
@@ -1194,9 +1168,9 @@ class TiltedMBAR:
         n, n_eff`` — sigma_log = sd(ln P̂); sigma = P̂·sigma_log; interval P̂·e^{±z·sigma_log}; n = samples in the
         tail; n_eff = (Σ_{tail} W)²/Σ_{tail} W² (how many samples effectively carry the estimate).
         """
-        thr = _as_1d_finite("thresholds", thresholds)
-        side = _check_side(side)
-        lam = float(_as_1d_finite("lam", lam)[0])
+        thr = as_1d_finite("thresholds", thresholds)
+        side = check_side(side)
+        lam = float(as_1d_finite("lam", lam)[0])
         if side == "upper":
             out = thr > self.phi.max()
             if np.any(out):
@@ -1237,8 +1211,8 @@ class TiltedMBAR:
         DataFrame with B rows: ``left, right, center, width, p, log_p, log10_p, sigma_log, sigma, ci_low, ci_high,
         density, density_low, density_high, n, n_eff``.
         """
-        edges = _check_edges(bin_edges)
-        lam = float(_as_1d_finite("lam", lam)[0])
+        edges = check_edges(bin_edges)
+        lam = float(as_1d_finite("lam", lam)[0])
         group = _bin_index(self.phi, edges)
         B = edges.size - 1
         if not np.any(group >= 0):
@@ -1272,7 +1246,7 @@ class TiltedMBAR:
     def expectation(self, values, lam: float = 0.0) -> tuple[float, float]:
         """E_{p_λ}[A] for per-sample values ``[N]`` (caller's order) -> (mean, sd) via ``compute_expectations``."""
         self._no_counts("expectation")
-        a = _as_1d_finite("values", values)
+        a = as_1d_finite("values", values)
         if a.size != self.N:
             raise ValueError(f"values has length {a.size}, expected one per sample ({self.N})")
         with _captured_pymbar_output():

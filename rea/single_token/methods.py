@@ -43,7 +43,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from rea.estimators import (
+from rea.stats import (
     ISIntervalWarning,
     importance_estimate,
     is_interval,
@@ -193,7 +193,7 @@ class Scorer:
 def truncated(lm_or_model, n_layers: int | None = None) -> Scorer:
     """Scorer running embeddings -> decoder layers ``[:n_layers]`` -> final norm -> unembedding (last position).
 
-    ``lm_or_model``: an :class:`rea.models.HFLanguageModel` (its ``.model`` is used) or a ``LlamaForCausalLM``.
+    ``lm_or_model``: an :class:`rea.lm.models.HFLanguageModel` (its ``.model`` is used) or a ``LlamaForCausalLM``.
     ``n_layers=None`` keeps every layer (the full model). [WH] use 1-, 2- and 4-layer models.
     """
     model = getattr(lm_or_model, "model", None)
@@ -493,8 +493,8 @@ def itgis(scorer: Scorer, D, target: int, budget: int, seed: int = 0, temperatur
     ``s = 0`` for the first batch (naive), then ``m_b = decay·m_{b−1} + (1−decay)·ḡ_b`` (``m_0 = 0``) and
     ``s = m_b/(1 − decay^b)``. Estimate ``p̂ = (1/n) Σ_j w_j 1[argmax ℓ(x_j) = t]`` with ``w_j = D(x_j)/q_{b(j)}(x_j)``
     (unbiased: each batch uses the proposal fixed before it was drawn) and its interval from
-    :func:`rea.estimators.importance_estimate` (effective-count Wilson interval; an
-    :class:`rea.estimators.ISIntervalWarning` without hits or with few effective hits). One forward + backward per
+    :func:`rea.stats.estimators.importance_estimate` (effective-count Wilson interval; an
+    :class:`rea.stats.estimators.ISIntervalWarning` without hits or with few effective hits). One forward + backward per
     sample = one call; ``batch_size`` defaults to ``clip(budget/16, 16, 256)``.
     """
     D = _check_common(scorer, D, target, budget, seed)
@@ -544,12 +544,12 @@ def mhis(scorer: Scorer, D, target: int, budget: int, seed: int = 0, temperature
 
     (consistent, not unbiased). SE from the spread across chains (delta method on the ratio of per-chain sums,
     ``r_c = num_c − p̂·den_c``, ``SE² = Σ_c r_c² / (C(C−1)) / mean(den)²``). Interval: the effective-count Wilson
-    interval :func:`rea.estimators.is_interval` of ``(p̂, SE)`` with ν = :func:`rea.estimators.variance_df` of
+    interval :func:`rea.stats.estimators.is_interval` of ``(p̂, SE)`` with ν = :func:`rea.stats.estimators.variance_df` of
     ``r_c²`` (the chains that carry the spread), which does not collapse to a point: with no hit in any chain it is
     ``[0, z²/(n + z²)]``, n ≈ C·L/g the independent draws (g: statistical inefficiency of the ℓ_t traces), a bound on
     the chains' own frequency π(t); it bounds p only if the tilt does not make t rarer (π(t) ≥ p, i.e.
     E_π[e^{−ℓ_t/T} | t] ≤ E_π[e^{−ℓ_t/T}], expected since the tilt favours high ℓ_t) and the chains have mixed. An
-    :class:`rea.estimators.ISIntervalWarning` says so, and warns when a single chain holds every hit. Calls:
+    :class:`rea.stats.estimators.ISIntervalWarning` says so, and warns when a single chain holds every hit. Calls:
     ``n_chains`` for the initial states (drawn from D) plus ``n_chains`` per step; each is a forward + backward.
     Needs ``budget ≥ 2·n_chains``.
     """
@@ -647,8 +647,8 @@ def mhis(scorer: Scorer, D, target: int, budget: int, seed: int = 0, temperature
 
 def _independent_draws(traces: np.ndarray) -> float:
     """≈ independent draws in chains ``traces[C, L]``: C·L/g with g the statistical inefficiency of the traces
-    (:func:`rea.diagnostics.statistical_inefficiency_multiple`), at least C (independent starts) and at most C·L."""
-    from rea.diagnostics import statistical_inefficiency_multiple
+    (:func:`rea.stats.diagnostics.statistical_inefficiency_multiple`), at least C (independent starts) and at most C·L."""
+    from rea.stats import statistical_inefficiency_multiple
 
     C, L = traces.shape
     if L < 2:

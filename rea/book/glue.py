@@ -51,7 +51,7 @@ def record(name: str, value, fmt: str = ".3g", unit: str = "", tol: str = "float
     answers, ``"float"`` (default) for anything computed through a model in float32, ``"volatile"`` for timings and
     sizes of round-off (checked by the chapter's own assertions, if at all). When the environment variable
     ``REA_RECORDS`` names a file, one JSON line ``{name, value, rtol, atol}`` is appended to it: the golden
-    regression tests (:mod:`rea.golden`) compare those lines, not the printed text.
+    regression tests (:mod:`rea.book.golden`) compare those lines, not the printed text.
     """
     import json
     import os
@@ -145,7 +145,7 @@ def book_runs_dir() -> Path:
     number is recomputed."""
     import os
 
-    from rea.models import cache_dir
+    from rea.lm import cache_dir
 
     return Path(os.environ["REA_BOOK_RUNS"]) if os.environ.get("REA_BOOK_RUNS") else cache_dir() / "book-runs"
 
@@ -155,9 +155,9 @@ def _run_key(kind: str, model: str, spec: dict) -> str:
     import hashlib
     import json
 
-    from rea.bookcache import package_hash
+    from rea.book.cache import ROOT, package_hash
 
-    code = package_hash(Path(__file__).resolve().parents[1])
+    code = package_hash(ROOT)
     blob = json.dumps({**spec, "kind": kind, "model": model, "rea": code}, sort_keys=True, default=str)
     return f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
@@ -272,7 +272,7 @@ def book_budget(profile: str, **explicit) -> dict:
 
 def toy_tps_config(B: dict, seed: int = 0):
     """The shared toy-LM TPS config (observable Repeats, biases ±``B["toy_lambdas"]``) of a :func:`book_budget`."""
-    from rea.toy import DEFAULT_PROMPT
+    from rea.lm import DEFAULT_PROMPT
     from rea.tps import TPSConfig
 
     return TPSConfig(prompt=DEFAULT_PROMPT, length=B["toy_length"], lambdas_pos=list(B["toy_lambdas"]),

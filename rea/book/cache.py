@@ -1,4 +1,4 @@
-"""Invalidate jupyter-book's execution cache when the package changes: ``python -m rea.bookcache``.
+"""Invalidate jupyter-book's execution cache when the package changes: ``python -m rea.book.cache``.
 
 ``execute_notebooks: cache`` re-executes a chapter only when its code cells change, not when ``rea/`` does. This
 script hashes every ``rea/**/*.py`` (plus ``pyproject.toml`` and ``requirements.lock``), compares the hash with the
@@ -13,7 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / "_build" / ".jupyter_cache"
 STAMP = ROOT / "_build" / ".rea-package.sha256"
 
@@ -44,7 +44,7 @@ def sync(root: Path = ROOT, cache: Path = CACHE, stamp: Path = STAMP) -> bool:
 
 def main() -> int:
     wiped = sync()
-    print(f"rea.bookcache: {'rea/ changed: execution cache wiped' if wiped else 'execution cache kept'}")
+    print(f"rea.book.cache: {'rea/ changed: execution cache wiped' if wiped else 'execution cache kept'}")
     return 0
 
 

@@ -28,7 +28,7 @@ Three rewrites keep the arithmetic identical to Hugging Face's up to float round
 
 Supported: the llama architecture with SiLU MLP, optional attention/MLP biases, tied or untied embeddings, RoPE
 types whose frequencies do not depend on the sequence length ("default", "linear", "llama3", "yarn").
-Anything else raises :class:`ValueError`; :class:`rea.models.HFLanguageModel` then falls back to the generic
+Anything else raises :class:`ValueError`; :class:`rea.lm.models.HFLanguageModel` then falls back to the generic
 HF decoder.
 """
 

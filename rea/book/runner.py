@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BOOK = ROOT / "book"
 
 CHAPTERS: dict[str, str] = {
@@ -172,12 +172,12 @@ def check_value(param: Parameter, value):
         if value not in PROFILES:
             raise RunError(f"parameter 'profile' must be one of {', '.join(PROFILES)}, got {value!r}")
     elif param.type is int and (name == "seed" or _COUNT.search(name)):
-        from rea.sampling import _check_positive_int
+        from rea.arguments import check_positive_int
 
         hint = re.search(r"\(0: ([^;)]*)", param.help)
         minimum = 0 if name == "seed" or hint or param.default == 0 else 1
         try:
-            _check_positive_int(f"parameter {name!r}", value, minimum)
+            check_positive_int(f"parameter {name!r}", value, minimum)
         except ValueError as err:
             raise RunError(f"{err} (0: {hint.group(1).strip()})" if hint else str(err)) from None
     elif param.type in (list, tuple) and "lambda" in name:

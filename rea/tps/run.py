@@ -73,6 +73,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from rea import storage
+from rea.arguments import check_positive_int
 from rea.observables import evaluate, get_observable
 from rea.sampling import Samples, encode_prompt, regenerate, sample
 
@@ -91,10 +92,6 @@ _RNG_TAG = 0x545053  # "TPS": keeps the move RNG's stream apart from the per-seq
 # --------------------------------------------------------------------------------------------- configuration
 
 
-def _positive_int(name, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _schedule(name: str, values, sign: int) -> tuple[float, ...]:
@@ -151,24 +148,24 @@ class TPSConfig:
     def __post_init__(self):
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise ValueError(f"prompt must be a non-empty string, got {self.prompt!r}")
-        self.length = _positive_int("length", self.length)
+        self.length = check_positive_int("length", self.length)
         self.lambdas_pos = _schedule("lambdas_pos", self.lambdas_pos, +1)
         if self.lambdas_neg is None:
             self.lambdas_neg = tuple(-v for v in self.lambdas_pos)
         self.lambdas_neg = _schedule("lambdas_neg", self.lambdas_neg, -1)
         if not self.lambdas_pos and not self.lambdas_neg:
             raise ValueError("lambdas_pos and lambdas_neg are both empty; give at least one bias")
-        self.n_steps = _positive_int("n_steps", self.n_steps)
-        self.n_chains = _positive_int("n_chains", self.n_chains)
+        self.n_steps = check_positive_int("n_steps", self.n_steps)
+        self.n_chains = check_positive_int("n_chains", self.n_chains)
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         self.seed = int(self.seed)
         get_observable(self.observable)  # raises a clear ValueError for unknown names
         if self.model is not None and (not isinstance(self.model, str) or not self.model):
             raise ValueError(f"model must be a model name or None, got {self.model!r}")
-        self.checkpoint_every = _positive_int("checkpoint_every", self.checkpoint_every)
+        self.checkpoint_every = check_positive_int("checkpoint_every", self.checkpoint_every)
         if self.record_tokens_every is not None:
-            self.record_tokens_every = _positive_int("record_tokens_every", self.record_tokens_every)
+            self.record_tokens_every = check_positive_int("record_tokens_every", self.record_tokens_every)
 
     # -- derived quantities
     @property
@@ -223,8 +220,8 @@ class TPSResult:
 
     def post_burn_in(self, fraction: float = 0.1) -> pd.DataFrame:
         """Records with the first ``fraction`` of every bias segment dropped: step ≥ ⌊fraction·N⌋, the package's one
-        burn-in rule (:func:`rea.diagnostics.n_burn_in`, also used by :func:`rea.analysis.tps_mbar`)."""
-        from rea.diagnostics import n_burn_in
+        burn-in rule (:func:`rea.stats.diagnostics.n_burn_in`, also used by :func:`rea.tps.mbar.tps_mbar`)."""
+        from rea.stats import n_burn_in
 
         return self.records[self.records["step"] >= n_burn_in(self.config.n_steps, fraction)]
 
@@ -349,7 +346,7 @@ def run_tps(
 
     Parameters
     ----------
-    lm : a :class:`rea.models.LanguageModel`.
+    lm : a :class:`rea.lm.models.LanguageModel`.
     config : :class:`TPSConfig`; ``config.model`` None is filled with ``lm.name`` (a different name is an error).
     out_dir : directory for the checkpoint, record parts and final Parquet files.
     resume : continue from ``out_dir/checkpoint.pkl``; the config must match the checkpoint's (up to
@@ -372,7 +369,7 @@ def run_tps(
     elif config.model != lm.name:
         raise ValueError(f"config.model is {config.model!r} but the model passed is {lm.name!r}")
     if max_steps is not None:
-        max_steps = _positive_int("max_steps", max_steps)
+        max_steps = check_positive_int("max_steps", max_steps)
     out_dir = Path(out_dir)
     ckpt_path = out_dir / CHECKPOINT
     prompt_ids = encode_prompt(lm, config.prompt, config.length)
