@@ -16,6 +16,7 @@ import torch
 from scipy import stats
 
 from rea import stats as estimators
+from rea.lm.tiny import tiny_model
 from rea.single_token import methods as lp
 
 SEED = 0
@@ -24,7 +25,8 @@ SEED = 0
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(SEED)
-    return lp.tiny_random_llama(vocab_size=256, hidden_size=32, n_layers=2, seed=SEED)
+    return tiny_model("llama", seed=SEED, vocab_size=256, n_heads=4, n_kv_heads=2, max_positions=64,
+                      tie_embeddings=True, initializer_range=0.1)
 
 
 @pytest.fixture(scope="module")

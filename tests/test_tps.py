@@ -15,7 +15,7 @@ from rea.sampling import Samples, score
 from rea.tps import CHECKPOINT, RECORD_COLUMNS, TPSConfig, load_tps, read_checkpoint, run_tps
 from rea.tps.run import _atomic_pickle
 
-from tiny_lm import tiny_llama
+from rea.lm.tiny import char_llama
 
 PROMPT = "Once upon"
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 @pytest.fixture(scope="module")
 def lm():
-    return tiny_llama(initializer_range=0.3)
+    return char_llama(initializer_range=0.3)
 
 
 def cfg(**kw):
@@ -67,7 +67,7 @@ def test_records_shape_columns_and_final(lm, tmp_path):
     assert {p.name for p in tmp_path.iterdir()} == {"checkpoint.pkl", "records.parquet", "final.parquet"}
     disk, prov = storage.load_table(tmp_path / "records.parquet")
     pd.testing.assert_frame_equal(disk.astype(rec.dtypes.to_dict()), rec)
-    assert prov["model"] == "tiny-llama" and prov["seed"] == 11 and prov["params"]["n_steps"] == 5
+    assert prov["model"] == "char-llama" and prov["seed"] == 11 and prov["params"]["n_steps"] == 5
     loaded = load_tps(tmp_path)
     pd.testing.assert_frame_equal(loaded.records, rec)
     assert np.array_equal(loaded.final.tokens, res.final.tokens)

@@ -14,7 +14,7 @@ Pieces of this module:
 * **Models** -- :func:`truncated` returns a :class:`Scorer`: embeddings -> first ``n_layers`` decoder layers of a
   llama model -> final norm -> unembedding, last position only, reusing the Hugging Face modules (no weights are
   copied). Every scorer also accepts ``inputs_embeds`` so gradients w.r.t. one-hot inputs are
-  ``∂ℓ_t/∂onehot_i = W_E ∂ℓ_t/∂e_i`` (``e = onehot @ W_E``). :func:`tiny_random_llama` gives a small random llama for
+  ``∂ℓ_t/∂onehot_i = W_E ∂ℓ_t/∂e_i`` (``e = onehot @ W_E``). :func:`rea.lm.tiny.tiny_model` gives a small random llama for
   tests.
 * **Ground truth** -- :func:`argmax_counts` / :func:`ground_truth` (brute force, all targets from the same samples,
   Wilson intervals), :func:`exact_probabilities` (full enumeration of a small support), :func:`select_targets`.
@@ -58,7 +58,6 @@ __all__ = [
     "Estimate",
     "Scorer",
     "truncated",
-    "tiny_random_llama",
     "check_distribution",
     "uniform_distribution",
     "hex_distribution",
@@ -203,19 +202,6 @@ def truncated(lm_or_model, n_layers: int | None = None) -> Scorer:
         raise ValueError(f"lm_or_model must be an HFLanguageModel or a LlamaForCausalLM, got {type(lm_or_model).__name__}")
     return Scorer(lm_or_model.eval(), n_layers)
 
-
-def tiny_random_llama(vocab_size: int = 256, hidden_size: int = 32, n_layers: int = 2, seed: int = 0,
-                      init_std: float = 0.1):
-    """A small randomly initialised ``LlamaForCausalLM`` (tests and toy examples; tied embeddings)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-        num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-        tie_word_embeddings=True, initializer_range=init_std, pad_token_id=0, bos_token_id=0, eos_token_id=0,
-    )
-    return LlamaForCausalLM(cfg).eval()
 
 
 # ============================================================================================ distributions
@@ -841,7 +827,7 @@ def gld(scorer: Scorer, D, target: int, budget: int, seed: int = 0, batch_size: 
     D; ``p̂ = P(N(m, s²) ≥ 0) = Φ(m/s)`` (:func:`gaussian_tail_fit`, which also gives the statistical interval).
 
     Where t is rare the margin ``Δ' = ℓ_t − max_{v≠t} ℓ_v`` (an earlier version of this function) equals Δ on all but
-    the few hits, and both fits agree; measured on the test model (``tiny_random_llama``, 3 positions × 30 tokens,
+    the few hits, and both fits agree; measured on the test model (``rea.lm.tiny.tiny_model``, 3 positions × 30 tokens,
     4096 samples, 195–212 targets with p in [1e-4, 3e-2]), the two estimates differ by a median 1 % (max 18 %) and
     their mean squared log errors against the exact p are 1.24 vs 1.24 (1 layer) and 1.22 vs 1.22 (2 layers).
     """
