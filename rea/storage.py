@@ -16,13 +16,16 @@ Writes are atomic: the file is written under a temporary name in the same direct
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import importlib.metadata
 import json
 import math
 import os
+import pickle
 import platform
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -143,20 +146,47 @@ def check_output_path(path, name: str = "path") -> Path:
     return path
 
 
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, directory: bool = False):
+    """Write a file (or, with ``directory=True``, a directory) in place atomically.
+
+    Yields a temporary path next to ``path``; when the block finishes it replaces ``path`` in one ``os.replace``,
+    and when it raises the temporary file is removed and ``path`` is left as it was. Readers therefore see the old
+    or the new content, never half of it -- the rule for every file this package writes (tables, checkpoints,
+    converted models).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if directory:
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    else:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
+def atomic_pickle(obj, path: str | os.PathLike) -> None:
+    """Pickle ``obj`` to ``path`` atomically (:func:`atomic_path`), flushed to disk before the replace."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def _atomic_write_table(table, path: str | os.PathLike) -> Path:
     import pyarrow.parquet as pq
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def _with_meta(table, record: dict):

@@ -13,7 +13,6 @@ from rea import storage
 from rea.observables import evaluate
 from rea.sampling import Samples, score
 from rea.tps import CHECKPOINT, RECORD_COLUMNS, TPSConfig, load_tps, read_checkpoint, run_tps
-from rea.tps.run import _atomic_pickle
 
 from rea.lm.tiny import char_llama
 
@@ -192,9 +191,9 @@ def test_damaged_checkpoint_is_a_one_line_error(lm, tmp_path, damage):
 
 def test_checkpoint_write_is_atomic(tmp_path):
     path = tmp_path / CHECKPOINT
-    _atomic_pickle({"format": "old"}, path)
+    storage.atomic_pickle({"format": "old"}, path)
     with pytest.raises(Exception):  # fails while pickling, after part of the file was written
-        _atomic_pickle({"format": "new", "data": list(range(10_000)), "bad": lambda: None}, path)
+        storage.atomic_pickle({"format": "new", "data": list(range(10_000)), "bad": lambda: None}, path)
     assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT]  # no temporary file left behind
     with open(path, "rb") as fh:
         assert pickle.load(fh) == {"format": "old"}  # the previous checkpoint is intact

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Protocol
 
 import torch
 
+from rea.storage import atomic_path
 from rea.lm.device import ModelError, cache_dir, resolve_device
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -177,14 +176,9 @@ def _convert_embedded(target: Path) -> None:
         cfg.pop(key, None)
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg))
     model.load_state_dict(quantised.state_dict())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=target.name + ".tmp"))
-    try:
+    with atomic_path(target, directory=True) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _tokenizer_source(name_or_path: str, tokenizer: str | None) -> str:

@@ -234,18 +234,6 @@ class TPSResult:
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def _atomic_pickle(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def read_checkpoint(out_dir) -> dict:
     """Load ``out_dir/checkpoint.pkl`` (a pickle this module wrote: load only checkpoints you trust)."""
@@ -438,7 +426,7 @@ def run_tps(
             if snap_chunks:
                 storage.save_table(_snapshots_frame(snap_chunks), parts / f"snapshots-{n_parts:06d}.parquet")
             n_parts += 1
-        _atomic_pickle(
+        storage.atomic_pickle(
             {
                 "format": CHECKPOINT_FORMAT, "config": config.to_dict(), "provenance": prov,
                 "prompt_ids": prompt_ids, "t": st["t"], "tokens": st["tokens"], "logp": st["logp"],
