@@ -20,7 +20,7 @@ import numpy as np
 
 ARI_CAP = 15.0
 _WORD_CHAR = re.compile(r"[^\W_]", re.UNICODE)  # a letter or a digit
-_SENTENCE_END = re.compile(r"[.!?]+")
+SENTENCE_END = re.compile(r"[.!?]+")  # a run of sentence-end punctuation ends one sentence
 
 
 def ari_counts(text: str) -> tuple[int, int, int]:
@@ -32,7 +32,7 @@ def ari_counts(text: str) -> tuple[int, int, int]:
     """
     c = sum(ch.isalnum() for ch in text)
     w = sum(1 for chunk in text.split() if _WORD_CHAR.search(chunk))
-    s = max(1, len(_SENTENCE_END.findall(text)))
+    s = max(1, len(SENTENCE_END.findall(text)))
     return c, w, s
 
 

@@ -256,6 +256,76 @@ _NOISE_CHUNK = 1 << 22
 """Noise values computed at once in the decode loop (positions are grouped up to this many B·P·(n_b + s))."""
 
 
+@dataclass
+class _DecodeState:
+    """What the lockstep decode fills in: tokens (int64) and per-token log p_M, log q (float64), all ``[B, L]``, and
+    ``done[B]``, rows that have ended at an EOS (with ``stop_at_eos``)."""
+
+    tokens: torch.Tensor
+    logp: torch.Tensor
+    logq: torch.Tensor
+    done: torch.Tensor
+
+    @classmethod
+    def empty(cls, batch: int, length: int, device) -> "_DecodeState":
+        return cls(torch.empty(batch, length, dtype=torch.long, device=device),
+                   torch.zeros(batch, length, dtype=torch.float64, device=device),
+                   torch.zeros(batch, length, dtype=torch.float64, device=device),
+                   torch.zeros(batch, dtype=torch.bool, device=device))
+
+
+def _keep_forced_prefix(lm, prompt_ids, state: _DecodeState, forced, forced_t, forced_logp, start: int) -> None:
+    """Positions ``< start`` (= min cut) are the forced tokens; their log p_M is copied from ``forced_logp`` or
+    teacher-forced, and log q = log p_M there (a kept prefix is not drawn from the proposal)."""
+    state.tokens[:, :start] = forced_t[:, :start]
+    if forced_logp is None:
+        forced_logp = score(lm, prompt_ids, np.asarray(forced)[:, :start], batch_size=state.tokens.shape[0])
+    state.logp[:, :start] = torch.as_tensor(np.asarray(forced_logp)[:, :start], device=state.logp.device)
+    state.logq[:, :start] = state.logp[:, :start]
+
+
+def _end_rows_at_prefix_eos(state: _DecodeState, start: int, eos: int) -> None:
+    """A row whose kept prefix already holds EOS has ended there: EOS padding with log-prob 0 after its first EOS."""
+    is_eos = state.tokens[:, :start] == eos
+    after = is_eos.long().cumsum(1) - is_eos.long() > 0  # strictly after the row's first EOS
+    state.tokens[:, :start].masked_fill_(after, eos)
+    state.logp[:, :start].masked_fill_(after, 0.0)
+    state.logq[:, :start].masked_fill_(after, 0.0)
+    state.done = is_eos.any(1)
+
+
+def _draw_positions(lm, decoder, logits, u, state: _DecodeState, start: int, proposal, forced_t, cut_t,
+                    stop_at_eos: bool) -> None:
+    """Positions ``start..L−1`` one step at a time: x_τ = argmax_v (log q(v) + G_τ(v)) with Gumbel noise G keyed by
+    the uniform ``u[b, τ]`` (forced where τ < cut), log p_M and log q recorded, EOS padding after a row ends."""
+    batch, length = state.tokens.shape
+    eos = lm.eos_token_id
+    width = sum(gumbel_layout(logits.shape[-1]))
+    chunk = max(1, _NOISE_CHUNK // (batch * width))
+    for pos in range(start, length):
+        if (pos - start) % chunk == 0:  # the Gumbel noise of the next `chunk` positions in one pass
+            upto = min(length, pos + chunk)
+            noise = position_noise(u[:, pos:upto].reshape(-1), width).view(batch, upto - pos, width)
+        lp = torch.log_softmax(logits.float(), dim=-1)
+        lq = lp if type(proposal) is Proposal else torch.log_softmax(proposal(logits.float()), dim=-1)
+        tok = gumbel_draw(lq, noise[:, (pos - start) % chunk])
+        if forced_t is not None:
+            tok = torch.where(pos < cut_t, forced_t[:, pos], tok)
+        if stop_at_eos:
+            tok = torch.where(state.done, torch.full_like(tok, eos), tok)
+        state.tokens[:, pos] = tok
+        live = ~state.done
+        state.logp[:, pos] = torch.where(live, lp.gather(1, tok[:, None]).squeeze(1).double(), 0.0)
+        state.logq[:, pos] = torch.where(live, lq.gather(1, tok[:, None]).squeeze(1).double(), 0.0)
+        if stop_at_eos:
+            state.done |= tok == eos
+            if bool(state.done.all()):
+                state.tokens[:, pos + 1 :] = eos
+                break
+        if pos + 1 < length:
+            logits = decoder.step(tok)
+
+
 @torch.inference_mode()
 def _decode(lm, prompt_ids, uniforms, proposal=None, forced=None, cut=None, forced_logp=None, stop_at_eos=False):
     """Lockstep decode of B sequences of length L = ``uniforms.shape[1]``.
@@ -270,7 +340,7 @@ def _decode(lm, prompt_ids, uniforms, proposal=None, forced=None, cut=None, forc
     batch, length = uniforms.shape
     dev = lm.device
     u = torch.as_tensor(uniforms, device=dev)
-    start = 0
+    start, forced_t, cut_t = 0, None, None
     if forced is not None:
         forced_t = torch.as_tensor(np.asarray(forced), dtype=torch.long, device=dev)
         cut_t = torch.as_tensor(np.asarray(cut), dtype=torch.long, device=dev)
@@ -280,56 +350,18 @@ def _decode(lm, prompt_ids, uniforms, proposal=None, forced=None, cut=None, forc
         prefix = torch.cat([prefix, forced_t[:, :start]], dim=1)
     decoder = lm.decoder(batch)
     logits = decoder.prefill(prefix)
-
-    tokens = torch.empty(batch, length, dtype=torch.long, device=dev)
-    logp = torch.zeros(batch, length, dtype=torch.float64, device=dev)
-    logq = torch.zeros(batch, length, dtype=torch.float64, device=dev)
+    state = _DecodeState.empty(batch, length, dev)
     if start:
-        tokens[:, :start] = forced_t[:, :start]
-        if forced_logp is None:
-            forced_logp = score(lm, prompt_ids, np.asarray(forced)[:, :start], batch_size=batch)
-        logp[:, :start] = torch.as_tensor(np.asarray(forced_logp)[:, :start], device=dev)
-        logq[:, :start] = logp[:, :start]
-    done = torch.zeros(batch, dtype=torch.bool, device=dev)
-    eos = lm.eos_token_id
-    if stop_at_eos and start:
-        # a row whose prefilled prefix already holds EOS has ended there: pad it from there on, as below
-        is_eos = tokens[:, :start] == eos
-        after = is_eos.long().cumsum(1) - is_eos.long() > 0  # strictly after the row's first EOS
-        tokens[:, :start].masked_fill_(after, eos)
-        logp[:, :start].masked_fill_(after, 0.0)
-        logq[:, :start].masked_fill_(after, 0.0)
-        done = is_eos.any(1)
-    width = sum(gumbel_layout(logits.shape[-1]))
-    chunk = max(1, _NOISE_CHUNK // (batch * width))
-    for pos in range(start, length):
-        if (pos - start) % chunk == 0:  # the Gumbel noise of the next `chunk` positions in one pass
-            upto = min(length, pos + chunk)
-            noise = position_noise(u[:, pos:upto].reshape(-1), width).view(batch, upto - pos, width)
-        lp = torch.log_softmax(logits.float(), dim=-1)
-        lq = lp if type(proposal) is Proposal else torch.log_softmax(proposal(logits.float()), dim=-1)
-        tok = gumbel_draw(lq, noise[:, (pos - start) % chunk])
-        if forced is not None:
-            tok = torch.where(pos < cut_t, forced_t[:, pos], tok)
+        _keep_forced_prefix(lm, prompt_ids, state, forced, forced_t, forced_logp, start)
         if stop_at_eos:
-            tok = torch.where(done, torch.full_like(tok, eos), tok)
-        tokens[:, pos] = tok
-        live = ~done
-        logp[:, pos] = torch.where(live, lp.gather(1, tok[:, None]).squeeze(1).double(), 0.0)
-        logq[:, pos] = torch.where(live, lq.gather(1, tok[:, None]).squeeze(1).double(), 0.0)
-        if stop_at_eos:
-            done |= tok == eos
-            if bool(done.all()):
-                tokens[:, pos + 1 :] = eos
-                break
-        if pos + 1 < length:
-            logits = decoder.step(tok)
+            _end_rows_at_prefix_eos(state, start, lm.eos_token_id)
+    _draw_positions(lm, decoder, logits, u, state, start, proposal, forced_t, cut_t, stop_at_eos)
     if stop_at_eos:
-        is_eos = (tokens == eos).cpu().numpy()
+        is_eos = (state.tokens == lm.eos_token_id).cpu().numpy()
         first = np.where(is_eos.any(1), is_eos.argmax(1) + 1, length)
     else:
         first = np.full(batch, length)
-    return tokens.cpu().numpy(), logp.cpu().numpy(), logq.cpu().numpy(), first.astype(np.int64)
+    return state.tokens.cpu().numpy(), state.logp.cpu().numpy(), state.logq.cpu().numpy(), first.astype(np.int64)
 
 
 def _texts(lm, tokens: np.ndarray, lengths: np.ndarray) -> list[str]:
@@ -374,10 +406,14 @@ def sample(
 
 
 @torch.inference_mode()
-def score(lm, prompt: str | list[int], tokens, lengths=None, batch_size: int | None = None) -> np.ndarray:
-    """Teacher-forced log p_M of given completions: float64 ``[N, L]``, zero past ``lengths``.
+def score(lm, prompt: str | list[int], tokens, lengths=None, batch_size: int | None = None,
+          proposal: Proposal | None = None) -> np.ndarray:
+    """Teacher-forced per-token log-probabilities of given completions: float64 ``[N, L]``, zero past ``lengths``.
 
-    One forward pass over prompt + completion per batch; ``logits[:, P−1+τ]`` scores completion token τ.
+    ``proposal=None`` scores under the model, log p_M(x_τ | x_{<τ}); a :class:`Proposal` scores under q, its
+    logits map applied before the log-softmax exactly as :func:`sample` does (needed to evaluate a sample's weight
+    under another proposal, e.g. in a mixture). One forward pass over prompt + completion per batch;
+    ``logits[:, P−1+τ]`` scores completion token τ.
     """
     tokens = np.asarray(tokens, dtype=np.int64)
     if tokens.ndim != 2 or tokens.shape[1] == 0:
@@ -390,9 +426,11 @@ def score(lm, prompt: str | list[int], tokens, lengths=None, batch_size: int | N
     for lo in range(0, n, batch_size):
         chunk = torch.as_tensor(tokens[lo : lo + batch_size], device=lm.device)
         ids = torch.cat([torch.tensor(prompt_ids, device=lm.device).expand(len(chunk), -1), chunk], dim=1)
-        logits = lm.logits(ids)[:, p - 1 : p - 1 + length]
+        logits = lm.logits(ids)[:, p - 1 : p - 1 + length].float()
+        if proposal is not None and type(proposal) is not Proposal:
+            logits = proposal(logits.reshape(-1, logits.shape[-1])).reshape(logits.shape)
         out[lo : lo + len(chunk)] = (
-            torch.log_softmax(logits.float(), -1).gather(2, chunk[..., None]).squeeze(2).double().cpu().numpy()
+            torch.log_softmax(logits, -1).gather(2, chunk[..., None]).squeeze(2).double().cpu().numpy()
         )
     if lengths is not None:
         out[np.arange(length)[None, :] >= np.asarray(lengths)[:, None]] = 0.0

@@ -3,33 +3,25 @@
 import numpy as np
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
-from rea.lm import LlamaDecoder
-from rea.lm import HFDecoder, HFLanguageModel
+from rea.lm import HFDecoder, HFLanguageModel, LlamaDecoder
+from rea.lm.tiny import tiny_model
 from rea.sampling import regenerate, sample, score, sequence_uniforms
 
 VOCAB = 101
 
 CONFIGS = {
-    "gqa-tied": dict(num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True),
-    "mha-untied": dict(num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=False),
-    "gqa3-untied-bias": dict(num_attention_heads=6, num_key_value_heads=2, tie_word_embeddings=False,
+    "gqa-tied": dict(n_heads=4, n_kv_heads=2, tie_embeddings=True),
+    "mha-untied": dict(n_heads=4, n_kv_heads=4, tie_embeddings=False),
+    "gqa3-untied-bias": dict(n_heads=6, n_kv_heads=2, tie_embeddings=False,
                              attention_bias=True, mlp_bias=True, head_dim=8, rms_norm_eps=1e-5),
 }
 
 
-def random_llama(seed=0, **overrides) -> LlamaForCausalLM:
+def random_llama(seed=0, **overrides):
     """A 2-layer random llama built in-process, weights larger than the default init (peaked distributions)."""
-    kw = dict(vocab_size=VOCAB, hidden_size=48, intermediate_size=80, num_hidden_layers=2,
-              max_position_embeddings=256, rope_theta=500.0)
-    kw.update(overrides)
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(LlamaConfig(**kw)).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.3) if p.dim() > 1 else p.add_(0.1 * torch.randn_like(p))
-    return model
+    kw = dict(vocab_size=VOCAB, hidden_size=48, intermediate_size=80, max_positions=256, rope_theta=500.0)
+    return tiny_model("llama", seed=seed, weight_std=0.3, vector_noise=0.1, **{**kw, **overrides})
 
 
 class CharTokenizer:

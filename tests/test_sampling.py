@@ -24,6 +24,15 @@ def test_sampler_logp_equals_teacher_forced_score(lm):
     assert s.texts == [lm.decode(row) for row in s.tokens]
 
 
+@pytest.mark.parametrize("proposal", [Temperature(2.0), LogitBias([5, 17, 40], 3.0)])
+def test_score_under_a_proposal_equals_the_samplers_log_q(lm, proposal):
+    """score(..., proposal=q) teacher-forces log q(x_τ | x_<τ); the sampler recorded the same terms while drawing."""
+    s = sample(lm, PROMPT, n=10, length=12, seed=5, proposal=proposal, progress=False)
+    assert not np.allclose(s.logq, s.logp)
+    assert np.abs(score(lm, PROMPT, s.tokens, proposal=proposal) - s.logq).max() < 1e-4
+    assert np.abs(score(lm, PROMPT, s.tokens) - s.logp).max() < 1e-4
+
+
 def test_same_seed_same_tokens_whatever_the_batch_size(lm):
     a = sample(lm, PROMPT, n=7, length=9, seed=11, batch_size=7, progress=False)
     b = sample(lm, PROMPT, n=7, length=9, seed=11, batch_size=2, progress=False)

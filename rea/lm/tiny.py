@@ -73,36 +73,46 @@ def bpe_tokenizer(vocab_size: int = 300, corpus=CORPUS):
 
 def tiny_config(arch: str = "llama", vocab_size: int = 64, hidden_size: int = 32, n_layers: int = 2,
                 n_heads: int = 2, n_kv_heads: int | None = None, max_positions: int = 128,
-                tie_embeddings: bool = False, initializer_range: float = 0.02, eos_token_id: int = 0):
+                tie_embeddings: bool = False, initializer_range: float = 0.02, eos_token_id: int = 0,
+                intermediate_size: int | None = None, **hf_overrides):
     """A ``LlamaConfig`` (``arch="llama"``, grouped-query attention with ``n_kv_heads``) or a ``GPTNeoConfig``
-    (``"gpt-neo"``, the TinyStories architecture: alternating global and local attention, window 16)."""
+    (``"gpt-neo"``, the TinyStories architecture: alternating global and local attention, window 16).
+
+    ``intermediate_size`` defaults to 2·``hidden_size``; ``hf_overrides`` are passed to the llama config as they are
+    (e.g. ``attention_bias=True``, ``head_dim=8``, ``rope_parameters={...}``) to reach other code paths.
+    """
+    intermediate_size = intermediate_size or 2 * hidden_size
     if arch == "llama":
         from transformers import LlamaConfig
 
-        return LlamaConfig(
-            vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-            num_hidden_layers=n_layers, num_attention_heads=n_heads, num_key_value_heads=n_kv_heads or n_heads,
-            max_position_embeddings=max_positions, tie_word_embeddings=tie_embeddings,
-            initializer_range=initializer_range, eos_token_id=eos_token_id, bos_token_id=eos_token_id,
-            pad_token_id=eos_token_id,
-        )
+        return LlamaConfig(**{
+            "vocab_size": vocab_size, "hidden_size": hidden_size, "intermediate_size": intermediate_size,
+            "num_hidden_layers": n_layers, "num_attention_heads": n_heads, "num_key_value_heads": n_kv_heads or n_heads,
+            "max_position_embeddings": max_positions, "tie_word_embeddings": tie_embeddings,
+            "initializer_range": initializer_range, "eos_token_id": eos_token_id, "bos_token_id": eos_token_id,
+            "pad_token_id": eos_token_id, **hf_overrides,
+        })
+    if hf_overrides:
+        raise ValueError(f"hf_overrides are only passed to llama configs, got {sorted(hf_overrides)} for {arch!r}")
     if arch == "gpt-neo":
         from transformers import GPTNeoConfig
 
         return GPTNeoConfig(
             vocab_size=vocab_size, hidden_size=hidden_size, num_layers=n_layers, num_heads=n_heads,
             max_position_embeddings=max_positions, attention_types=[[["global", "local"], n_layers // 2]],
-            window_size=16, intermediate_size=2 * hidden_size, initializer_range=initializer_range,
+            window_size=16, intermediate_size=intermediate_size, initializer_range=initializer_range,
             eos_token_id=eos_token_id, bos_token_id=eos_token_id, tie_word_embeddings=tie_embeddings,
         )
     raise ValueError(f"arch must be one of {ARCHITECTURES}, got {arch!r}")
 
 
-def tiny_model(arch: str = "llama", seed: int = 0, weight_std: float | None = None, **config):
+def tiny_model(arch: str = "llama", seed: int = 0, weight_std: float | None = None, vector_noise: float = 0.0,
+               **config):
     """A randomly initialised causal LM in eval mode from :func:`tiny_config` (``**config``).
 
     ``torch.manual_seed(seed)`` fixes the weights. ``weight_std`` redraws every matrix (dim > 1) from
-    N(0, weight_std²), which makes next-token distributions peakier than the default initialisation.
+    N(0, weight_std²), which makes next-token distributions peakier than the default initialisation;
+    ``vector_noise`` adds N(0, vector_noise²) to every vector (norm weights, biases) so they are not all 1 or 0.
     """
     from transformers import AutoModelForCausalLM
 
@@ -114,6 +124,8 @@ def tiny_model(arch: str = "llama", seed: int = 0, weight_std: float | None = No
             for p in model.parameters():
                 if p.dim() > 1:
                     p.normal_(0, weight_std)
+                elif vector_noise:
+                    p.add_(vector_noise * torch.randn_like(p))
     return model.eval()
 
 

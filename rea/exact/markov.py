@@ -23,30 +23,26 @@ Exact distributions:
   (last token, count), each count column carrying its own log scale, so probabilities far below 1e-300 stay exact;
 * Log-Prob: atoms (value, probability) by enumerating all V^L completions (V^L ≤ ``max_sequences``);
 * ARI of prompt + completion text (counting rules of :func:`rea.observables.ari_counts`, capped): DP over
-  (last token, Δcharacters, Δwords, Δsentences) with a log scale per state.
+  (last token, Δcharacters, Δwords, Δsentences) with a log scale per state (:mod:`rea.exact.ari`).
 
 Distributions are returned as :class:`ExactDistribution` (sorted atoms with log-probabilities, tails, bins).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from rea.arguments import check_positive_int
-from rea.observables import ARI_CAP, ari_counts, ari_from_counts
-
-_SENTENCE_END = re.compile(r"[.!?]+")
-_ENDERS = set(".!?")
 _FLUSH = 1e-280  # scaled entries below this (relative to their column/row maximum) are set to 0
 
 
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def _matrix(lm) -> np.ndarray:
+def transition_matrix(lm) -> np.ndarray:
+    """The Markov model's transition matrix A[i, j] = p(x_τ = j | x_{τ−1} = i) as float64 ``[V, V]``."""
     a = np.asarray(getattr(lm, "transition_matrix", None), dtype=np.float64)
     if a.ndim != 2 or a.shape[0] != a.shape[1]:
         raise TypeError(
@@ -60,7 +56,7 @@ def prompt_state(lm, prompt) -> int:
     ids = lm.encode(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
     if not ids:
         raise ValueError(f"prompt {prompt!r} encodes to no tokens; give a prompt with some text")
-    v = _matrix(lm).shape[0]
+    v = transition_matrix(lm).shape[0]
     if not 0 <= ids[-1] < v:
         raise ValueError(f"prompt token id {ids[-1]} is outside the vocabulary [0, {v})")
     return ids[-1]
@@ -74,7 +70,7 @@ def token_ids(lm, tokens) -> list[int]:
         raise ValueError("observable='count' needs tokens=[...] (token ids or strings) naming the counted tokens")
     if isinstance(tokens, (str, int, np.integer)):
         tokens = [tokens]
-    v = _matrix(lm).shape[0]
+    v = transition_matrix(lm).shape[0]
     out = set()
     for t in tokens:
         if isinstance(t, str):
@@ -98,7 +94,7 @@ def pair_observable(lm, observable="logprob", tokens=None) -> tuple[np.ndarray, 
     ``observable``: ``"logprob"`` (G = log A), ``"repeats"`` (G = I, G₁ = 0), ``"count"`` (G[i, j] = 1[j ∈ S],
     S = ``tokens``), or an array G ``[V, V]`` (G₁ = G).
     """
-    a = _matrix(lm)
+    a = transition_matrix(lm)
     v = a.shape[0]
     if isinstance(observable, str):
         key = observable.lower().replace("-", "_")
@@ -224,7 +220,7 @@ class ExactDistribution:
         return out.reshape(lam.shape) if lam.ndim else float(out[0])
 
 
-def _merge_atoms(values: np.ndarray, log_probs: np.ndarray) -> ExactDistribution:
+def merge_atoms(values: np.ndarray, log_probs: np.ndarray) -> ExactDistribution:
     """Sort atoms and merge exactly equal values (log-sum-exp of their probabilities)."""
     keep = np.isfinite(log_probs)
     values, log_probs = values[keep], log_probs[keep]
@@ -239,7 +235,7 @@ def _merge_atoms(values: np.ndarray, log_probs: np.ndarray) -> ExactDistribution
 
 def _tilted(lm, lam, observable, tokens):
     """Scaled tilted matrices: M(λ) = Mhat e^{c}, Mhat ≤ 1 entrywise, for λ ``[K]`` -> (Mhat [K,V,V], c [K], ...)."""
-    a = _matrix(lm)
+    a = transition_matrix(lm)
     g, g1 = pair_observable(lm, observable, tokens)
     log_a = np.log(a)
     lam = np.asarray(lam, dtype=np.float64).reshape(-1)
@@ -344,7 +340,7 @@ def count_distribution(lm, prompt, length: int, observable="repeats", tokens=Non
     """
     length = check_positive_int("length", length)
     x0 = prompt_state(lm, prompt)
-    a = _matrix(lm)
+    a = transition_matrix(lm)
     g, g1 = pair_observable(lm, observable, tokens)
     for gg in (g, g1):
         if not np.isin(gg, (0.0, 1.0)).all():
@@ -394,7 +390,7 @@ def enumerate_completions(lm, prompt, length: int, max_sequences: int = 10**7):
     """
     length = check_positive_int("length", length)
     x0 = prompt_state(lm, prompt)
-    log_a = np.log(_matrix(lm))
+    log_a = np.log(transition_matrix(lm))
     v = log_a.shape[0]
     if v**length > max_sequences:
         raise ValueError(
@@ -420,114 +416,3 @@ def logprob_distribution(lm, prompt, length: int, max_sequences: int = 10**7) ->
         raise ValueError(f"the exact Log-Prob distribution {err}") from None
     values, counts = np.unique(lp, return_counts=True)
     return ExactDistribution(values, values + np.log(counts))
-
-
-# --------------------------------------------------------------------------------------------- ARI
-
-
-def ari_token_features(lm) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-token ARI increments ``[V]``: letters ℓ_j (alnum count), word ω_j ∈ {0, 1}, sentence-end e_j ∈ {0, 1}.
-
-    Valid for vocabularies where every token with a letter/digit starts with whitespace and is one chunk free of
-    ``.!?`` (so it adds exactly one word), and every other token is either made only of ``.!?`` (e_j = 1: it opens a
-    sentence-end run unless the previous character is in ``.!?``) or contains none of them.
-    """
-    v = _matrix(lm).shape[0]
-    letters, word, ender = np.zeros(v, np.int64), np.zeros(v, np.int64), np.zeros(v, np.int64)
-    for j in range(v):
-        s = lm.decode([j])
-        alnum = sum(ch.isalnum() for ch in s)
-        if alnum:
-            if not (s[0].isspace() and len(s.split()) == 1 and not _ENDERS & set(s)):
-                raise ValueError(f"token {s!r} breaks the ARI DP's assumptions (word tokens start with a space)")
-            letters[j], word[j] = alnum, 1
-        elif s and set(s) <= _ENDERS:
-            ender[j] = 1
-        elif _ENDERS & set(s):
-            raise ValueError(f"token {s!r} mixes sentence-end punctuation with other characters")
-    return letters, word, ender
-
-
-def ari_distribution(
-    lm, prompt: str, length: int, cap: float = ARI_CAP, max_states: int = 400_000
-) -> ExactDistribution:
-    """Exact distribution of φ_ARI = min(ARI(prompt + completion), cap), as atoms.
-
-    With the counting rules of :func:`rea.observables.ari_counts` and a word/punctuation vocabulary
-    (:func:`ari_token_features`): c = c₀ + Σ ℓ_{x_τ}, w = w₀ + Σ ω_{x_τ}, s = max(1, s₀ + #new runs), where a
-    sentence-end token opens a new run iff the previous character (the prompt's last character for the first
-    token) is not in ``.!?``; (c₀, w₀, s₀) are the prompt text's counts (s₀ before the max(1, ·)). DP over states
-    (Δc, Δw, Δs) with a vector over the last token and a log scale per state:
-
-        P_τ[(Δc + ℓ_j, Δw + ω_j, Δs + e_j·1[prev ∉ end]), j] += Σ_i P_{τ−1}[(Δc, Δw, Δs), i] A[i, j].
-
-    ARI = 4.71 c/w + 0.5 w/s − 21.43 (w := max(w, 1)), capped; equal values are merged. ``prompt`` must be the
-    prompt *text* (ARI is computed on the raw prompt string, as :func:`rea.observables.ari` does).
-    """
-    length = check_positive_int("length", length)
-    text = prompt if isinstance(prompt, str) else lm.decode(prompt)
-    x0 = prompt_state(lm, prompt)
-    a = _matrix(lm)
-    v = a.shape[0]
-    letters, word, ender = ari_token_features(lm)
-    c0, w0, _ = ari_counts(text)
-    s0 = len(_SENTENCE_END.findall(text))
-    flag0 = bool(text) and text[-1] in _ENDERS
-    end_prev = ender.astype(bool)
-
-    n = length + 1
-    base = np.array([n * n, n, 1], dtype=np.int64)  # code = (Δc·n + Δw)·n + Δs (Δw, Δs ≤ L)
-    keys = np.zeros((1, 3), np.int64)
-    m = np.zeros((1, v))
-    m[0, x0] = 1.0
-    ls = np.zeros(1)
-    shift_r = np.stack([letters, word, np.zeros(v, np.int64)], axis=1)  # previous char ends a run
-    shift_n = np.stack([letters, word, ender], axis=1)  # previous char does not
-    shifts, inv_all = np.unique(np.concatenate([shift_r, shift_n]), axis=0, return_inverse=True)
-    d_r, d_n = inv_all.reshape(-1)[:v], inv_all.reshape(-1)[v:]
-
-    with np.errstate(divide="ignore"):
-        for tau in range(length):
-            if tau == 0:
-                full = m @ a
-                pr, pn = (full, np.zeros_like(full)) if flag0 else (np.zeros_like(full), full)
-            else:
-                pr = m[:, end_prev] @ a[end_prev]
-                pn = m[:, ~end_prev] @ a[~end_prev]
-            codes = (keys[:, None, :] + shifts[None]) @ base  # [K, nD]
-            uniq, inv = np.unique(codes.reshape(-1), return_inverse=True)
-            inv = inv.reshape(codes.shape)
-            k_new = len(uniq)
-            if k_new > max_states:
-                raise ValueError(
-                    f"the ARI DP needs more than max_states={max_states} (Δc, Δw, Δs) states at step {tau + 1} "
-                    f"of {length}; use a shorter length or raise max_states (memory ≈ 16·V·max_states bytes)"
-                )
-            blocks = []
-            for d in range(len(shifts)):
-                cols = np.flatnonzero((d_r == d) | (d_n == d))
-                vals = np.where(d_r[cols] == d, pr[:, cols], 0.0) + np.where(d_n[cols] == d, pn[:, cols], 0.0)
-                top = vals.max(axis=1)
-                blocks.append((inv[:, d], cols, vals, np.where(top > 0, ls + np.log(top), -np.inf)))
-            ls_new = np.full(k_new, -np.inf)
-            for tgt, _, _, src in blocks:
-                np.maximum.at(ls_new, tgt, src)
-            flat_idx, flat_w = [], []
-            for tgt, cols, vals, src in blocks:
-                live = np.isfinite(src)
-                fac = np.exp(ls[live] - ls_new[tgt[live]])
-                flat_idx.append((tgt[live, None] * v + cols[None, :]).reshape(-1))
-                flat_w.append((vals[live] * fac[:, None]).reshape(-1))
-            m = np.bincount(np.concatenate(flat_idx), np.concatenate(flat_w), minlength=k_new * v).reshape(k_new, v)
-            r = m.max(axis=1)
-            keep = r > 0
-            keys = np.stack([uniq // (n * n), (uniq // n) % n, uniq % n], axis=1)[keep]
-            m = m[keep] / r[keep, None]
-            ls = ls_new[keep] + np.log(r[keep])
-
-    log_p = ls + np.log(m.sum(axis=1))
-    c = c0 + keys[:, 0]
-    w = w0 + keys[:, 1]
-    s = np.maximum(1, s0 + keys[:, 2])
-    values = ari_from_counts(c, w, s, cap)
-    return _merge_atoms(np.asarray(values, dtype=np.float64), log_p)
