@@ -71,6 +71,20 @@ def repeats_tokens(tokens: np.ndarray, lengths: np.ndarray | None = None) -> np.
     return same.sum(axis=1).astype(np.float64)
 
 
+def max_run(tokens) -> np.ndarray:
+    """Longest run of one repeated token per completion: int ``[N]`` for tokens ``[N, L]`` (1 = no repeats)."""
+    tokens = np.asarray(tokens)
+    if tokens.ndim == 1:
+        tokens = tokens[None]
+    best = np.ones(len(tokens), dtype=np.int64)
+    cur = np.ones(len(tokens), dtype=np.int64)
+    for t in range(1, tokens.shape[1]):
+        same = tokens[:, t] == tokens[:, t - 1]
+        cur = np.where(same, cur + 1, 1)
+        best = np.maximum(best, cur)
+    return best
+
+
 def repeats(samples) -> np.ndarray:
     """φ_rep: number of consecutive identical completion tokens -> ``[N]``."""
     return repeats_tokens(samples.tokens, samples.lengths)
