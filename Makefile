@@ -43,7 +43,7 @@ validate: setup
 bench: setup
 	$(BIN)/python bench/bench_sampler.py
 	$(BIN)/python bench/bench_estimators.py
-	$(BIN)/python bench/bench_lowprob.py
+	$(BIN)/python bench/bench_single_token.py
 
 book: setup
 	$(BIN)/python -m rea.book.cache

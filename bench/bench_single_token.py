@@ -1,11 +1,11 @@
-"""Speed of the single-token rare-output estimators (rea.single_token.methods) on this machine, and an optional small comparison.
+"""Speed of the single-token rare-output estimators (rea.single_token) on this machine, and an optional small comparison.
 
-    python bench/bench_lowprob.py                      # calls/s and seconds per target, depths 1 2 4
-    python bench/bench_lowprob.py --table --targets 4  # + methods vs brute-force ground truth (depths 1 2)
+    python bench/bench_single_token.py                      # calls/s and seconds per target, depths 1 2 4
+    python bench/bench_single_token.py --table --targets 4  # + methods vs brute-force ground truth (depths 1 2)
 
-Prints lines ``lowprob_calls_per_s_depth{k}: X`` (plain forwards of one input = one call),
-``lowprob_grad_calls_per_s_depth{k}: X`` (forward + backward of the target logit, as ITGIS/MHIS spend them) and
-``lowprob_sec_per_target_{method}_depth{k}: X`` at the given budget.
+Prints lines ``single_token_calls_per_s_depth{k}: X`` (plain forwards of one input = one call),
+``single_token_grad_calls_per_s_depth{k}: X`` (forward + backward of the target logit, as ITGIS/MHIS spend them) and
+``single_token_sec_per_target_{method}_depth{k}: X`` at the given budget.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from rea.single_token import methods as lp
+import rea.single_token as lp
 from rea.lm import load_model
 
 
@@ -52,11 +52,11 @@ def main(argv=None):
     hyper = {"itgis": {"temperature": args.temperature}, "mhis": {"temperature": args.temperature}}
     for k in args.depths:
         sc = lp.truncated(lm, k)
-        print(f"lowprob_calls_per_s_depth{k}: {calls_per_s(sc, D):.0f}", flush=True)
-        print(f"lowprob_grad_calls_per_s_depth{k}: {calls_per_s(sc, D, grad=True):.0f}", flush=True)
+        print(f"single_token_calls_per_s_depth{k}: {calls_per_s(sc, D):.0f}", flush=True)
+        print(f"single_token_grad_calls_per_s_depth{k}: {calls_per_s(sc, D, grad=True):.0f}", flush=True)
         for m in args.methods:
             est = lp.estimate(m, sc, D, 100, args.budget, seed=0, **hyper.get(m, {}))
-            print(f"lowprob_sec_per_target_{m}_depth{k}: {est.info['seconds']:.2f}", flush=True)
+            print(f"single_token_sec_per_target_{m}_depth{k}: {est.info['seconds']:.2f}", flush=True)
     if not args.table:
         return
     import pandas as pd

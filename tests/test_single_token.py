@@ -1,4 +1,4 @@
-"""Tests for rea.single_token.methods: single-token rare-output estimators checked against exact answers.
+"""Tests for rea.single_token: single-token rare-output estimators checked against exact answers.
 
 The exactly enumerable case is a small random llama (V=256) truncated to 1 layer, with D = 3 positions × 30 tokens
 (27 000 inputs): p_t is computed by full enumeration and every estimator must agree within its own error bar.
@@ -17,7 +17,7 @@ from scipy import stats
 
 from rea import stats as estimators
 from rea.lm.tiny import tiny_model
-from rea.single_token import methods as lp
+import rea.single_token as lp
 
 SEED = 0
 
@@ -110,7 +110,7 @@ def targets(exact_case):
 def test_naive_within_wilson(exact_case, targets):
     sc, D, p = exact_case
     for t in targets:
-        e = lp.estimate("naive", sc, D, int(t), 2048, seed=11, level=0.99)
+        e = lp.estimate("naive", sc, D, int(t), 2048, seed=11, confidence=0.99)
         assert e.ci_low <= p[t] <= e.ci_high and e.n_calls == 2048
 
 
@@ -161,9 +161,20 @@ def test_zero_hits_give_finite_upper_bound_and_warning(exact_case):
     assert m.ci_low == 0 and m.ci_high == pytest.approx(z**2 / (n_ind + z**2))
 
 
-def test_lowprob_uses_the_shared_interval_functions():
-    assert lp.wilson_interval is estimators.wilson_interval and lp.z_value is estimators.z_value
-    assert not hasattr(lp, "_z")
+def test_single_token_uses_the_shared_interval_functions():
+    """Wilson intervals and normal quantiles come from rea.stats only: no single_token module defines its own."""
+    import ast
+    import pkgutil
+    from pathlib import Path
+
+    assert lp.wilson_interval is estimators.wilson_interval
+    for info in pkgutil.iter_modules(lp.__path__):
+        module = __import__(f"rea.single_token.{info.name}", fromlist=["_"])
+        for name in ("wilson_interval", "z_value"):
+            assert getattr(module, name, estimators.__dict__[name]) is estimators.__dict__[name], (info.name, name)
+        tree = ast.parse(Path(module.__file__).read_text())
+        defs = [n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+        assert not [d for d in defs if "wilson" in d.lower() or d.lstrip("_") in ("z", "z_value")], (info.name, defs)
 
 
 def test_itgis_scores_are_the_bias_corrected_ema():
@@ -171,7 +182,7 @@ def test_itgis_scores_are_the_bias_corrected_ema():
     S_b = d·S_{b−1} + ḡ_b divided by (1 − d^b)/(1 − d), and a constant ḡ is returned unchanged from batch 1."""
     d = 0.9
     g = [torch.randn(3, 5, generator=torch.Generator().manual_seed(i), dtype=torch.float64) for i in range(6)]
-    ema, ref = lp._BiasCorrectedEMA(d), torch.zeros(3, 5, dtype=torch.float64)
+    ema, ref = lp.BiasCorrectedEMA(d), torch.zeros(3, 5, dtype=torch.float64)
     for b, gb in enumerate(g, start=1):
         s = ema.update(gb)
         ref = d * ref + gb
@@ -179,13 +190,13 @@ def test_itgis_scores_are_the_bias_corrected_ema():
         w = [(1 - d) * d ** (b - j) / (1 - d**b) for j in range(1, b + 1)]
         assert torch.allclose(s, sum(wj * gj for wj, gj in zip(w, g)))
     # after two batches the first one weighs 0.09/0.19 = 0.47 (the uncorrected running average gave it 0.9)
-    two = lp._BiasCorrectedEMA(d)
+    two = lp.BiasCorrectedEMA(d)
     two.update(torch.ones(1))
     assert float(two.update(torch.zeros(1))) == pytest.approx(0.09 / 0.19)
-    const = lp._BiasCorrectedEMA(d)
+    const = lp.BiasCorrectedEMA(d)
     assert all(float(const.update(torch.full((1,), 2.5))) == pytest.approx(2.5) for _ in range(5))
     with pytest.raises(ValueError, match="^decay"):
-        lp._BiasCorrectedEMA(1.0)
+        lp.BiasCorrectedEMA(1.0)
 
 
 class _GaussianMarginScorer:
