@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from rea.book import runner
-from rea.book.golden import toc_chapters
+from rea.book.chapters import CHAPTERS, toc_chapters
+from rea.book.profiles import PROFILES, SETTINGS, chapter_settings, profile_knobs
 
 ROOT = Path(__file__).resolve().parent.parent
 TOC = toc_chapters()
@@ -18,7 +20,7 @@ REQUIRED = {"profile", "model", "prompt", "seed"}
 def test_toc_lists_only_written_chapters():
     assert TOC, "no chapter in _toc.yml"
     for chapter in TOC:
-        assert (runner.BOOK / runner.CHAPTERS[chapter]).exists()
+        assert (runner.BOOK / CHAPTERS[chapter]).exists()
 
 
 @pytest.mark.parametrize("chapter", TOC)
@@ -28,12 +30,59 @@ def test_parameters_cell(chapter):
     assert params["profile"].default == "quick"
     for p in params.values():
         assert p.help, f"{chapter}: parameter {p.name!r} has no '# help' comment"
-        assert p.annotation == type(p.default).__name__, f"{chapter}: {p.name}: annotation vs default type"
+        if p.optional:
+            assert p.annotation == f"{p.type.__name__} | None", f"{chapter}: {p.name}: annotation of an optional"
+            assert "None: " in p.help, f"{chapter}: {p.name}: the help must say what None means"
+        else:
+            assert p.annotation == type(p.default).__name__, f"{chapter}: {p.name}: annotation vs default type"
+
+
+@pytest.mark.parametrize("chapter", TOC)
+def test_profile_knobs_are_the_chapters(chapter):
+    """Every parameter that defaults to None is a knob of the chapter's profile tables, and every knob's value at
+    every profile passes the runner's checks of the parameter of the same name."""
+    params = runner.chapter_parameters(chapter)
+    optional = {name for name, p in params.items() if p.optional}
+    for profile in PROFILES:
+        knobs = profile_knobs(chapter, profile)
+        assert optional <= set(knobs), f"{chapter}: None parameters without a profile value: {optional - set(knobs)}"
+        for name in optional:
+            assert runner.check_value(params[name], knobs[name]) == knobs[name]
+            assert isinstance(knobs[name], params[name].type) or params[name].type is list, (chapter, name)
+        assert chapter_settings(chapter, profile, **{name: None for name in optional}) == knobs
+
+
+def test_profile_tables():
+    assert set(SETTINGS) == set(CHAPTERS)
+    for chapter, tables in SETTINGS.items():
+        for table in tables:
+            assert set(table) == set(PROFILES), f"{chapter}: a table without exactly the profiles {PROFILES}"
+            keys = [set(row) for row in table.values()]
+            assert all(k == keys[0] for k in keys), f"{chapter}: profiles with different knobs"
+        names = [k for table in tables for k in table["ci"]]
+        assert len(names) == len(set(names)), f"{chapter}: a knob in two of its tables"
+    assert SETTINGS["tps"] == SETTINGS["tilting"] and SETTINGS["mbar"][0] is SETTINGS["tps"][0]
+
+
+def test_chapter_settings():
+    quick = chapter_settings("tps", "quick")
+    assert quick["n_steps"] == 40 and quick["checkpoint_every"] == 50 and quick["record_tokens_every"] == 1
+    over = chapter_settings("tps", "quick", n_steps=200, toy_lambdas=None)
+    assert over["n_steps"] == 200 and over["toy_lambdas"] == quick["toy_lambdas"]
+    over["lambdas_ari"].append(9.0)  # a copy: the table is untouched
+    assert chapter_settings("tps", "quick")["lambdas_ari"] == quick["lambdas_ari"]
+    assert chapter_settings("errors", "ci", n_boot=60)["n_boot"] == 60
+    with pytest.raises(ValueError, match="'n_step': not a knob of chapter 'tps'"):
+        chapter_settings("tps", "quick", n_step=200)
+    with pytest.raises(ValueError, match="profile must be one of ci, quick, paper"):
+        chapter_settings("tps", "fast")
+    with pytest.raises(ValueError, match="chapter must be one of"):
+        chapter_settings("nosuch", "ci")
 
 
 @pytest.mark.parametrize("chapter", TOC)
 def test_front_matter(chapter):
-    text = (runner.BOOK / runner.CHAPTERS[chapter]).read_text()
+    text = (runner.BOOK / CHAPTERS[chapter]).read_text()
     head = text.split("---", 2)[1]
     assert "format_name: myst" in head and "jupytext_version" not in head
     assert "cell_metadata_filter: tags,-all" in head
@@ -43,7 +92,8 @@ def test_front_matter(chapter):
 def test_parse_and_convert():
     params = runner.parse_parameters(
         'a: int = 3  # an int\nb: float = 0.5  # a float\nc: str = "x # y"  # a str\nd: bool = False  # flag\n'
-        "e: list = [1, 2]  # a list\n"
+        "e: list = [1, 2]  # a list\nf: int | None = None  # (None: from the profile)\n"
+        "g: list | None = None  # (None: from the profile)\n"
     )
     assert params["c"].default == "x # y" and params["c"].help == "a str"
     assert runner.convert(params["a"], "1e3") == 1000
@@ -54,6 +104,15 @@ def test_parse_and_convert():
         runner.convert(params["a"], "2.5")
     with pytest.raises(runner.RunError, match="must be of type list"):
         runner.convert(params["e"], "3")
+    assert params["f"].optional and params["f"].type is int and not params["a"].optional
+    assert runner.convert(params["f"], "200") == 200 and runner.convert(params["f"], "None") is None
+    assert runner.convert(params["g"], "[0.1, 0.2]") == [0.1, 0.2] and runner.convert(params["g"], "None") is None
+    with pytest.raises(runner.RunError, match="must be of type int"):
+        runner.convert(params["a"], "None")
+    with pytest.raises(runner.RunError, match=re.escape("must be of type int | None (default None), got '2.5'")):
+        runner.convert(params["f"], "2.5")
+    with pytest.raises(runner.RunError, match=re.escape("annotation must read 'T | None'")):
+        runner.parse_parameters("h: int = None  # no\n")
 
 
 def test_cli_errors(capsys):
@@ -63,7 +122,7 @@ def test_cli_errors(capsys):
     assert runner.main(["theory", "-p", "nosuch", "1"]) == 2
     err = capsys.readouterr().err
     assert "unknown parameter 'nosuch'" in err and "n_samples" in err
-    missing = [c for c, f in runner.CHAPTERS.items() if not (runner.BOOK / f).exists()]
+    missing = [c for c, f in CHAPTERS.items() if not (runner.BOOK / f).exists()]
     if missing:
         assert runner.main([missing[0]]) == 2
         assert "not written yet" in capsys.readouterr().err
@@ -102,12 +161,16 @@ def test_slug():
     "chapter, param, value, match",
     [
         ("theory", "profile", "fast", "'profile' must be one of ci, quick, paper, got 'fast'"),
-        ("theory", "length", "-1", "'length' must be a non-negative integer, got -1 (0: from the profile)"),
-        ("theory", "n_samples", "-5", "'n_samples' must be a non-negative integer"),
-        ("theory", "toy_length", "-2", "'toy_length' must be a non-negative integer"),
+        ("theory", "length", "-1", "'length' must be a positive integer, got -1"),
+        ("theory", "length", "0", "'length' must be a positive integer, got 0"),
+        ("theory", "n_samples", "-5", "'n_samples' must be a positive integer"),
+        ("theory", "toy_length", "-2", "'toy_length' must be a positive integer"),
         ("theory", "seed", "-1", "'seed' must be a non-negative integer"),
-        ("theory", "length", "abc", "'length' must be of type int"),
-        ("tps", "n_steps", "-10", "'n_steps' must be a non-negative integer"),
+        ("theory", "length", "abc", "'length' must be of type int | None"),
+        ("tps", "n_steps", "-10", "'n_steps' must be a positive integer"),
+        ("tps", "n_steps", "0", "'n_steps' must be a positive integer"),
+        ("errors", "n_boot", "0", "'n_boot' must be a positive integer"),
+        ("single-token", "budget", "-1", "'budget' must be a positive integer"),
         ("tps", "lambdas_ari", "['a', 0.1]", "'lambdas_ari' must be a list of finite numbers"),
         ("tps", "toy_lambdas", "[0.1, 1e999]", "'toy_lambdas' must be a list of finite numbers"),
         ("tps", "lambdas_logprob", "[True]", "'lambdas_logprob' must be a list of finite numbers"),
@@ -132,11 +195,28 @@ def test_run_checks_values_before_any_kernel_starts(chapter, param, value, match
     assert not out.exists()
 
 
-def test_run_accepts_profile_values_and_zero_counts(tmp_path, monkeypatch):
+def test_run_accepts_profile_values_and_none(tmp_path, monkeypatch):
     import papermill
 
     seen = {}
     monkeypatch.setattr(papermill, "execute_notebook", lambda nb, target, parameters, **kw: seen.update(parameters))
-    rc = runner.main(["theory", "-p", "profile", "ci", "-p", "length", "0", "-p", "seed", "3", "-p", "n_samples",
+    rc = runner.main(["theory", "-p", "profile", "ci", "-p", "length", "None", "-p", "seed", "0", "-p", "n_samples",
                       "5", "--out", str(tmp_path / "run"), "--no-progress"])
-    assert rc == 0 and seen["profile"] == "ci" and seen["length"] == 0 and seen["n_samples"] == 5
+    assert rc == 0 and seen["profile"] == "ci" and seen["length"] is None and seen["n_samples"] == 5
+    assert seen["seed"] == 0
+
+
+@pytest.mark.parametrize("chapter", TOC)
+def test_every_profile_knob_is_settable_from_the_command_line(chapter, tmp_path, monkeypatch):
+    """`rea run CHAPTER -p KNOB VALUE` reaches the chapter for every optional parameter (value: the ci profile's)."""
+    import papermill
+
+    seen = {}
+    monkeypatch.setattr(papermill, "execute_notebook", lambda nb, target, parameters, **kw: seen.update(parameters))
+    params = runner.chapter_parameters(chapter)
+    knobs = profile_knobs(chapter, "ci")
+    argv = [chapter, "--out", str(tmp_path / "run"), "--no-progress"]
+    for name in (n for n, p in params.items() if p.optional):
+        argv += ["-p", name, repr(knobs[name]) if isinstance(knobs[name], (list, tuple)) else str(knobs[name])]
+    assert runner.main(argv) == 0
+    assert all(seen[name] == knobs[name] for name, p in params.items() if p.optional)

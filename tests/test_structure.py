@@ -133,7 +133,8 @@ def test_chapter_setup_imports_rea_in_two_lines(chapter):
     setup = next((c for c in cells if re.search(r"^(from rea|import rea)", c, re.M)), None)
     if setup is None:
         pytest.skip("no code cell imports rea")
-    statements = [n for n in ast.parse(re.sub(r"^[%!].*$", "", setup, flags=re.M)).body
+    code = re.sub(r"^(:[\w-]+:.*|[%!].*)$", "", setup, flags=re.M)  # MyST cell options, magics
+    statements = [n for n in ast.parse(code).body
                   if isinstance(n, (ast.Import, ast.ImportFrom))
                   and (getattr(n, "module", None) or n.names[0].name).startswith("rea")]
     assert len(statements) <= 2, f"{chapter}: {len(statements)} import statements of rea in the setup cell"

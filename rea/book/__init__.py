@@ -1,6 +1,43 @@
-"""The book's side of the package: profiles, glue and records, plots, the chapter runner and the golden checks."""
+"""The book's side of the package.
 
-from rea.book.glue import *  # noqa: F401,F403
-from rea.book.glue import PROFILES, book_budget, budget, cached_samples, cached_tps, max_run, real_tps_configs, \
-    record, record_figure, score_proposal, threshold_between, toy_tps_config  # noqa: F401
-from rea.book.plots import COLORS, band, direct_hist, figure, floor_line, use_book_style, wilson_points  # noqa: F401
+* :mod:`rea.book.chapters` -- the registry of executable chapters (short name -> ``book/`` file);
+* :mod:`rea.book.profiles` -- every chapter's knobs per profile (``"ci"``, ``"quick"``, ``"paper"``);
+* :mod:`rea.book.runs` -- the TPS runs and direct samples chapters share, cached by config;
+* :mod:`rea.book.records` -- numbers and figures glued into the prose and logged for the golden checks;
+* :mod:`rea.book.plots` -- the book's figure style;
+* :mod:`rea.book.runner` (``rea run CHAPTER``), :mod:`rea.book.golden` (``python -m rea.book.golden``) and
+  :mod:`rea.book.cache` (``python -m rea.book.cache``) -- command-line tools;
+* :mod:`rea.book.glue` -- helpers waiting for their home in the package.
+"""
+
+from rea.book.chapters import CHAPTERS
+from rea.book.glue import max_run, score_proposal
+from rea.book.plots import COLORS, band, direct_hist, figure, floor_line, use_book_style, wilson_points
+from rea.book.profiles import PROFILES, chapter_settings
+from rea.book.records import TOLERANCES, record, record_figure, threshold_between
+from rea.book.runs import book_runs_dir, cached_samples, cached_tps, direct_seed, real_tps_configs, toy_tps_config
+
+__all__ = [
+    "CHAPTERS",
+    "PROFILES",
+    "chapter_settings",
+    "record",
+    "record_figure",
+    "threshold_between",
+    "TOLERANCES",
+    "cached_tps",
+    "cached_samples",
+    "real_tps_configs",
+    "toy_tps_config",
+    "direct_seed",
+    "book_runs_dir",
+    "COLORS",
+    "band",
+    "direct_hist",
+    "figure",
+    "floor_line",
+    "use_book_style",
+    "wilson_points",
+    "score_proposal",
+    "max_run",
+]

@@ -1,4 +1,5 @@
-"""Golden regression checks of the chapters: ``python -m rea.book.golden [CHAPTER ...]`` (``make golden``) records them.
+"""Golden regression checks of the chapters: ``python -m rea.book.golden [CHAPTER ...]`` (``make golden``) records them,
+``python -m rea.book.golden --check [CHAPTER ...]`` compares a fresh run with them, ignoring the code hash.
 
 A chapter states its results through :func:`rea.book.record` (glued for the prose and printed). The golden of a
 chapter, ``tests/golden/<chapter>.json``, holds every recorded number of one run at the ``"ci"`` profile (tiny
@@ -24,6 +25,7 @@ Every shared run is recomputed in a fresh folder (``REA_BOOK_RUNS``).
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import math
@@ -34,20 +36,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rea.book.runner import BOOK, CHAPTERS, ROOT, read_chapter, run_chapter
+from rea.book.chapters import BOOK, CHAPTERS, GOLDEN, ROOT, toc_chapters
+from rea.book.runner import read_chapter, run_chapter
 
-GOLDEN = ROOT / "tests" / "golden"
 PARAMETERS = {"profile": "ci", "seed": "0", "device": "cpu"}
-
-
-def toc_chapters(root: Path = ROOT) -> list[str]:
-    """Short names of the chapters listed in ``_toc.yml`` (in order)."""
-    import yaml
-
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
-    files = [Path(c["file"]).stem for c in toc.get("chapters", [])]
-    by_file = {Path(f).stem: name for name, f in CHAPTERS.items()}
-    return [by_file[f] for f in files if f in by_file]
 
 
 def code_hash(chapter: str) -> str:
@@ -181,17 +173,64 @@ def make_golden(chapter: str, out_dir: Path = GOLDEN) -> Path:
     return target
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    chapters = argv or toc_chapters()
+def check_golden(chapter: str, out_dir: Path = GOLDEN) -> list[str]:
+    """Execute ``chapter`` as ``tests/test_golden.py`` does and list what differs from its golden numbers.
+
+    The golden's code hash is ignored: this checks that changed chapter code still computes the recorded numbers
+    (each within its tolerance, :func:`compare`) before the golden is re-recorded. One line per differing, missing
+    or new number and per output to stderr; empty: the chapter computes its golden numbers.
+    """
+    gold = load_golden(chapter, out_dir)
+    with tempfile.TemporaryDirectory(prefix=f"rea-golden-check-{chapter}-") as tmp:
+        run = execute(chapter, Path(tmp))
+    return [f"wrote to stderr: {line}" for line in run.stderr] + compare(gold["records"], run.records)
+
+
+def record_chapters(chapters: list[str]) -> int:
+    """Re-record the goldens of ``chapters`` (:func:`make_golden`), one line per chapter; returns the exit status."""
     for chapter in chapters:
-        if chapter not in CHAPTERS or not (BOOK / CHAPTERS[chapter]).exists():
-            print(f"rea.book.golden: error: no written chapter {chapter!r}", file=sys.stderr)
-            return 2
         t0 = time.perf_counter()
         target = make_golden(chapter)
         print(f"rea.book.golden: {target.relative_to(ROOT)} ({time.perf_counter() - t0:.0f} s)")
     return 0
+
+
+def check_chapters(chapters: list[str]) -> int:
+    """``--check``: :func:`check_golden` for each chapter, printing every mismatch and a one-line verdict per
+    chapter; returns 1 if any chapter differs from its golden, else 0."""
+    failed = []
+    for chapter in chapters:
+        t0 = time.perf_counter()
+        if not golden_path(chapter).exists():
+            print(f"rea.book.golden --check: {chapter}: FAIL, no golden {golden_path(chapter).relative_to(ROOT)}")
+            failed.append(chapter)
+            continue
+        lines = check_golden(chapter)
+        n = len(load_golden(chapter)["records"])
+        for line in lines:
+            print(f"  {chapter}: {line}")
+        verdict = f"FAIL, {len(lines)} mismatches" if lines else "OK, the same numbers"
+        print(f"rea.book.golden --check: {chapter}: {verdict} ({n} golden records, code hash ignored, "
+              f"{time.perf_counter() - t0:.0f} s)")
+        failed += [chapter] if lines else []
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m rea.book.golden",
+        description="Re-record the chapters' golden numbers (tests/golden/<chapter>.json), or with --check compare "
+                    "a fresh run with them, ignoring the code hash.")
+    parser.add_argument("chapters", nargs="*", metavar="CHAPTER", help="short names (default: every chapter)")
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing: print every number that differs from the golden; exit 1 on any")
+    args = parser.parse_args(argv)
+    chapters = args.chapters or toc_chapters()
+    for chapter in chapters:
+        if chapter not in CHAPTERS or not (BOOK / CHAPTERS[chapter]).exists():
+            print(f"rea.book.golden: error: no written chapter {chapter!r}", file=sys.stderr)
+            return 2
+    return check_chapters(chapters) if args.check else record_chapters(chapters)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@ any results the chapter writes (into its ``out_dir`` parameter, when it has one)
 ``runs/<chapter>-<slug of the prompt>/``; nothing under ``book/`` is touched.
 
 Every chapter has one cell tagged ``parameters`` whose lines read ``name: type = value  # help``. A value given as
-``-p name value`` is parsed by the type of the default (int, float, str, bool; list/tuple/dict by
-``ast.literal_eval``). ``--help-params`` lists them.
+``-p name value`` is parsed by the parameter's type (int, float, str, bool; list/tuple/dict by ``ast.literal_eval``):
+the annotation, which is the type of the default, or ``T | None`` for a knob of the chapter's profile
+(:mod:`rea.book.profiles`) whose default ``None`` means "the profile's value" (``-p name None`` asks for it back).
+``--help-params`` lists them.
 
     rea run tps --prompt "The sky is" -p n_steps 200 -p profile quick
     rea run theory --help-params
@@ -25,18 +27,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-BOOK = ROOT / "book"
+from rea.book.chapters import BOOK, CHAPTERS, ROOT
 
-CHAPTERS: dict[str, str] = {
-    "theory": "01_theory.md",
-    "sampling": "02_sampling.md",
-    "tilting": "03_tilting.md",
-    "tps": "04_tps.md",
-    "mbar": "05_mbar.md",
-    "errors": "06_errors.md",
-    "single-token": "07_single_token.md",
-}
+TYPES: dict[str, type] = {t.__name__: t for t in (int, float, str, bool, list, tuple, dict)}
+"""The types a parameter may have, by the name its annotation uses."""
 
 
 class RunError(ValueError):
@@ -53,8 +47,16 @@ class Parameter:
     help: str
 
     @property
+    def optional(self) -> bool:
+        """Is this a knob of the profile, annotated ``T | None`` with default ``None`` ("from the profile")?"""
+        return self.default is None
+
+    @property
     def type(self) -> type:
-        return type(self.default)
+        """The type of a value: that of the default, or ``T`` of an annotation ``T | None``."""
+        if not self.optional:
+            return type(self.default)
+        return TYPES[self.annotation[: -len(" | None")]]
 
 
 # --------------------------------------------------------------------------------------------- chapters
@@ -106,6 +108,10 @@ def parse_parameters(source: str) -> dict[str, Parameter]:
             raise RunError(f"parameters cell: the default of {name!r} must be a literal") from None
         rest = lines[node.end_lineno - 1][node.end_col_offset :].strip()
         out[name] = Parameter(name, ast.unparse(node.annotation), default, rest.lstrip("#").strip())
+        annotation = out[name].annotation
+        if default is None and not (annotation.endswith(" | None") and annotation[: -len(" | None")] in TYPES):
+            raise RunError(f"parameters cell: {name!r} defaults to None, so its annotation must read 'T | None' "
+                           f"with T one of {', '.join(TYPES)}")
     return out
 
 
@@ -119,8 +125,10 @@ _FALSE = {"0", "false", "no", "n", "off"}
 
 
 def convert(param: Parameter, text: str):
-    """Parse the command-line string ``text`` by the type of ``param``'s default."""
+    """Parse the command-line string ``text`` by ``param``'s type (``"None"`` for an optional one: the profile's)."""
     kind = param.type
+    if param.optional and text.strip() == "None":
+        return None
     try:
         if kind is bool:
             low = text.strip().lower()
@@ -146,40 +154,39 @@ def convert(param: Parameter, text: str):
         return value
     except (ValueError, SyntaxError):
         raise RunError(
-            f"parameter {param.name!r} must be of type {kind.__name__} (default {param.default!r}), got {text!r}"
+            f"parameter {param.name!r} must be of type {param.annotation} (default {param.default!r}), got {text!r}"
         ) from None
 
 
 _COUNT = re.compile(r"^n_|(^|_)(length|steps|chains|samples|budget)$")
-"""Integer parameters that count something (n_*, *length, *steps, *chains, *samples, budget): never negative."""
+"""Integer parameters that count something (n_*, *length, *steps, *chains, *samples, budget): at least 1."""
 
 
 def check_value(param: Parameter, value):
     """Range checks of a :func:`convert`-ed value, so that a bad one fails before any kernel starts.
 
-    Deliberately conservative, by name: ``profile`` must be one of :data:`rea.book.PROFILES`; ``seed`` and counting
-    integers (:data:`_COUNT`) must be ≥ 0 when 0 means "from the profile" (the default is 0 or the help says
-    ``0: ...``) and ≥ 1 otherwise; a list or tuple whose name contains ``lambda`` must hold finite numbers (≥ 0 when
-    its help calls it a grid of ``|λ|``). Returns ``value``; raises :class:`RunError` naming the parameter and what
-    is allowed.
+    Deliberately conservative, by name: ``profile`` must be one of :data:`rea.book.PROFILES`; ``seed`` must be ≥ 0
+    and counting integers (:data:`_COUNT`) ≥ 1; a list or tuple whose name contains ``lambda`` must hold finite
+    numbers (≥ 0 when its help calls it a grid of ``|λ|``). ``None`` (an optional parameter: the profile's value)
+    passes. Returns ``value``; raises :class:`RunError` naming the parameter and what is allowed.
     """
     import math
 
     name = param.name
+    if value is None:
+        return value
     if name == "profile":
-        from rea.book import PROFILES
+        from rea.book.profiles import PROFILES
 
         if value not in PROFILES:
             raise RunError(f"parameter 'profile' must be one of {', '.join(PROFILES)}, got {value!r}")
     elif param.type is int and (name == "seed" or _COUNT.search(name)):
         from rea.arguments import check_positive_int
 
-        hint = re.search(r"\(0: ([^;)]*)", param.help)
-        minimum = 0 if name == "seed" or hint or param.default == 0 else 1
         try:
-            check_positive_int(f"parameter {name!r}", value, minimum)
+            check_positive_int(f"parameter {name!r}", value, 0 if name == "seed" else 1)
         except ValueError as err:
-            raise RunError(f"{err} (0: {hint.group(1).strip()})" if hint else str(err)) from None
+            raise RunError(str(err)) from None
     elif param.type in (list, tuple) and "lambda" in name:
         magnitudes = "|λ|" in param.help  # a grid of |λ|, used with both signs
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

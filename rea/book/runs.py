@@ -1,0 +1,136 @@
+"""The runs chapters share: TPS runs and direct samples, computed once and reloaded by whichever chapter comes next.
+
+* :func:`real_tps_configs`, :func:`toy_tps_config` -- the :class:`rea.tps.TPSConfig` of the shared runs, built from a
+  chapter's settings (:func:`rea.book.profiles.chapter_settings`, table :data:`rea.book.profiles.SHARED_TPS`).
+* :func:`cached_tps`, :func:`cached_samples` -- run or sample once per (spec, model, package source) under
+  :func:`book_runs_dir`, holding a file lock so that two chapters executing at once share the work.
+* :func:`direct_seed` -- the seed of direct samples, independent of the chains started from the same seed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def book_runs_dir() -> Path:
+    """Where chapters share TPS runs and direct samples: ``$REA_BOOK_RUNS`` if set, else ``$REA_CACHE/book-runs``
+    (default ``~/.cache/rea/book-runs``). The golden tests point ``REA_BOOK_RUNS`` at a fresh folder so that every
+    number is recomputed."""
+    import os
+
+    from rea.lm import cache_dir
+
+    return Path(os.environ["REA_BOOK_RUNS"]) if os.environ.get("REA_BOOK_RUNS") else cache_dir() / "book-runs"
+
+
+def _run_key(kind: str, model: str, spec: dict) -> str:
+    """Cache key of a shared run: its spec, the model and a hash of the package's source (so code changes rerun)."""
+    import hashlib
+    import json
+
+    from rea.book.cache import ROOT, package_hash
+
+    code = package_hash(ROOT)
+    blob = json.dumps({**spec, "kind": kind, "model": model, "rea": code}, sort_keys=True, default=str)
+    return f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+
+
+class _locked:
+    """An exclusive ``fcntl`` lock on ``<path>.lock`` for the duration of a ``with`` block (no-op without fcntl)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(str(path) + ".lock")
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(self.path, "w")
+        try:
+            import fcntl
+
+            fcntl.flock(self.fh, fcntl.LOCK_EX)
+        except ImportError:  # pragma: no cover - not POSIX
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        self.fh.close()  # closing releases the lock
+        return False
+
+
+def cached_tps(lm, config, progress: bool = False):
+    """Run annealed TPS once per (config, model, package source) and reuse it: :func:`rea.tps.run_tps` into
+    ``book_runs_dir()/<hash>/`` with ``resume=True`` (a finished run is just loaded, an interrupted one continued).
+
+    Chapters 3–6 call this with the same :class:`rea.tps.TPSConfig`, so the expensive run happens in whichever
+    chapter executes first. ``checkpoint_every`` is not part of the key (it does not change the results). Returns the
+    :class:`rea.tps.TPSResult`.
+    """
+    from rea.tps import CHECKPOINT, load_tps, run_tps
+
+    spec = config.to_dict()
+    spec.pop("checkpoint_every", None)
+    spec["model"] = lm.name
+    out = book_runs_dir() / _run_key("tps", lm.name, spec)
+    with _locked(out):  # two chapters executing at once share the run instead of racing for it
+        if (out / "records.parquet").exists():
+            return load_tps(out, lm=lm, config=config)
+        return run_tps(lm, config, out, resume=(out / CHECKPOINT).exists(), progress=progress)
+
+
+def direct_seed(seed: int) -> int:
+    """The seed of a chapter's direct samples: a stream independent of the TPS chains drawn with ``seed``.
+
+    :func:`rea.tps.run_tps` starts its 2J chains from ``sample(..., seed)``, completions 0..2J−1; direct samples
+    drawn with the same seed would repeat them. ``numpy.random.SeedSequence([seed, "direct"])`` gives another key.
+    """
+    tag = int.from_bytes(b"direct", "little")
+    return int(np.random.SeedSequence([int(seed), tag]).generate_state(1, dtype=np.uint32)[0])
+
+
+def cached_samples(lm, prompt: str, n: int, length: int, seed: int = 0):
+    """Direct samples of the model (:func:`rea.sampling.sample` with :func:`direct_seed` of ``seed``), stored once
+    under ``book_runs_dir()`` and reloaded by later chapters (the same completions, since completion i depends only
+    on (seed, i))."""
+    from rea import storage
+    from rea.sampling import sample
+
+    stream = direct_seed(seed)
+    path = book_runs_dir() / (_run_key("direct", lm.name, dict(prompt=prompt, n=n, length=length, seed=stream))
+                              + ".parquet")
+    with _locked(path):
+        if path.exists():
+            return storage.load_samples(path)
+        out = sample(lm, prompt, n=n, length=length, seed=stream, progress=False)
+        storage.save_samples(out, path, storage.provenance(model=lm.name, prompt=prompt, n=n, length=length,
+                                                           seed=stream))
+    return out
+
+
+def real_tps_configs(B: dict, prompt: str, seed: int) -> dict:
+    """The shared real-model TPS configs ``{"ari": ..., "logprob": ...}`` of a chapter's settings ``B``.
+
+    Uses the knobs ``length``, ``n_chains``, ``n_steps``, ``lambdas_ari``, ``lambdas_logprob`` (|λ|, used with both
+    signs), ``checkpoint_every`` and ``record_tokens_every`` of :data:`rea.book.profiles.SHARED_TPS`.
+    """
+    from rea.tps import TPSConfig
+
+    return {obs: TPSConfig(prompt=prompt, length=B["length"], lambdas_pos=list(B[f"lambdas_{obs}"]),
+                           n_steps=B["n_steps"], n_chains=B["n_chains"], seed=seed, observable=obs,
+                           record_tokens_every=B["record_tokens_every"], checkpoint_every=B["checkpoint_every"])
+            for obs in ("ari", "logprob")}
+
+
+def toy_tps_config(B: dict, seed: int = 0):
+    """The shared toy-LM TPS config (observable Repeats, biases ±``B["toy_lambdas"]``) of a chapter's settings ``B``.
+
+    Uses the ``toy_*`` knobs of :data:`rea.book.profiles.SHARED_TPS`; the prompt is the toy LM's
+    :data:`rea.lm.DEFAULT_PROMPT`.
+    """
+    from rea.lm import DEFAULT_PROMPT
+    from rea.tps import TPSConfig
+
+    return TPSConfig(prompt=DEFAULT_PROMPT, length=B["toy_length"], lambdas_pos=list(B["toy_lambdas"]),
+                     n_steps=B["toy_steps"], n_chains=B["toy_chains"], seed=seed, observable="repeats",
+                     checkpoint_every=B["toy_checkpoint_every"], record_tokens_every=B["toy_record_tokens_every"])
