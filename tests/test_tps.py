@@ -1,4 +1,4 @@
-"""rea.tps.run: annealed forward-shooting TPS -- the move, the bookkeeping, resumption, and exactness on ToyLM."""
+"""rea.tps: annealed forward-shooting TPS -- the move, the bookkeeping, resumption, and exactness on ToyLM."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from rea import storage
 from rea.observables import evaluate
 from rea.sampling import Samples, score
-from rea.tps import CHECKPOINT, RECORD_COLUMNS, TPSConfig, load_tps, read_checkpoint, run_tps
+from rea.tps import (
+    CHECKPOINT, CHECKPOINT_FORMAT, RECORD_COLUMNS, TPSConfig, load_tps, metropolis_accept, read_checkpoint, run_tps,
+    select_shooting_points,
+)
 
 from rea.lm.tiny import char_llama
 
@@ -50,7 +52,7 @@ def test_records_shape_columns_and_final(lm, tmp_path):
     assert np.array_equal(rec["bias_index"].to_numpy(), rec["t"].to_numpy() // 5)
     assert np.array_equal(rec["step"].to_numpy(), rec["t"].to_numpy() % 5)
     lam_expected = np.where(rec.direction > 0, 1, -1) * np.array([0.0, 0.5, 1.5])[rec.bias_index]
-    assert np.array_equal(rec["lambda"].to_numpy(), lam_expected)
+    assert np.array_equal(rec["lam"].to_numpy(), lam_expected)
     assert rec["cut"].between(0, c.length - 1).all()
     # φ after a step is the proposal's value iff accepted
     acc = rec["accepted"].to_numpy()
@@ -189,6 +191,18 @@ def test_damaged_checkpoint_is_a_one_line_error(lm, tmp_path, damage):
         assert "\n" not in msg and str(path) in msg and "truncated or corrupt" in msg and "delete it" in msg
 
 
+def test_old_checkpoint_format_is_a_one_line_error(lm, tmp_path):
+    """A checkpoint of format /1 (records column ``lambda``) is not resumed into a run with column ``lam``."""
+    run_tps(lm, cfg(), tmp_path, progress=False, max_steps=2)
+    ckpt = read_checkpoint(tmp_path)
+    assert ckpt["format"] == CHECKPOINT_FORMAT == "rea.tps.checkpoint/2"
+    storage.atomic_pickle({**ckpt, "format": "rea.tps.checkpoint/1"}, tmp_path / CHECKPOINT)
+    for call in (lambda: load_tps(tmp_path), lambda: run_tps(lm, cfg(), tmp_path, resume=True, progress=False)):
+        with pytest.raises(ValueError, match="is not a TPS checkpoint of format rea.tps.checkpoint/2") as info:
+            call()
+        assert "\n" not in str(info.value)
+
+
 def test_checkpoint_write_is_atomic(tmp_path):
     path = tmp_path / CHECKPOINT
     storage.atomic_pickle({"format": "old"}, path)
@@ -197,6 +211,20 @@ def test_checkpoint_write_is_atomic(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT]  # no temporary file left behind
     with open(path, "rb") as fh:
         assert pickle.load(fh) == {"format": "old"}  # the previous checkpoint is intact
+
+
+# --------------------------------------------------------------------------------------------- the move
+
+
+def test_metropolis_acceptance_and_shooting_points():
+    """α = min(1, e^{−λ(φ' − φ)}): always accepted at λ = 0 or when the bias favours the proposal; otherwise
+    accepted iff u < e^{−λΔφ}. Cuts are uniform on {0, …, L−1}."""
+    lam = np.array([0.0, 1.0, -1.0, 1.0, 1.0])
+    phi, phi_new = np.array([0.0, 2.0, 2.0, 0.0, 0.0]), np.array([5.0, 1.0, 3.0, 1.0, 1.0])
+    u = np.array([0.999, 0.999, 0.999, np.exp(-1.0) - 1e-9, np.exp(-1.0) + 1e-9])
+    assert metropolis_accept(lam, phi, phi_new, u).tolist() == [True, True, True, True, False]
+    cut = select_shooting_points(np.random.default_rng(0), 10_000, 7)
+    assert cut.min() == 0 and cut.max() == 6 and np.all(np.bincount(cut) > 1300)
 
 
 # --------------------------------------------------------------------------------------------- validation
@@ -272,8 +300,8 @@ def test_tilted_mean_matches_exact_toy(tmp_path, observable, lam):
                   n_chains=32, seed=1, observable=observable, checkpoint_every=10_000)
     res = run_tps(lm, c, tmp_path, progress=False)
     rec = res.post_burn_in(0.2)
-    assert set(rec["lambda"]) == {lam, -lam}
-    for x, g in rec.groupby("lambda"):
+    assert set(rec["lam"]) == {lam, -lam}
+    for x, g in rec.groupby("lam"):
         chain_means = g.groupby("chain")["phi"].mean()
         se = chain_means.std(ddof=1) / np.sqrt(len(chain_means))
         target = tilted_mean(x)

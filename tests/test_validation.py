@@ -13,7 +13,7 @@ from rea.tps import tps_mbar, tps_samples, tps_tokens
 
 @pytest.fixture(scope="module")
 def toy():
-    return validate._toy()
+    return validate.toy_model()
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_tps_mbar_bootstrap_and_analytic_against_exact(toy, exact_records):
 def test_tps_mbar_drops_stuck_bias_by_gelman_rubin(exact_records):
     rec, direct = exact_records
     rec = rec.copy()
-    stuck = (rec["lambda"] == -2.0) & (rec["chain"] % 2 == 0)
+    stuck = (rec["lam"] == -2.0) & (rec["chain"] % 2 == 0)
     rec.loc[stuck, "phi"] = 29.0  # half the chains stuck on the extreme: GR = inf
     df = tps_mbar(rec, direct, [10.0], method="analytic")
     assert -2.0 in df.attrs["dropped"] and -2.0 not in df.attrs["lambdas"]
@@ -66,7 +66,7 @@ def test_tps_mbar_drops_stuck_bias_by_gelman_rubin(exact_records):
 def _repeat_steps(rec, k):
     """Each step of every chain repeated k times in a row (a perfectly correlated chain, g ≈ k)."""
     out = rec.loc[rec.index.repeat(k)].copy()
-    out["step"] = out.groupby(["chain", "lambda"]).cumcount()
+    out["step"] = out.groupby(["chain", "lam"]).cumcount()
     return out.reset_index(drop=True)
 
 
@@ -91,10 +91,10 @@ def test_analytic_never_drops_the_only_sample_beyond_a_threshold(exact_records):
     and raised for 41 of the 45 spike positions 700–744 tried here (7/16 audit runs); every post-burn-in sample is
     kept now, so whenever the pooled samples reach a the analytic method answers."""
     rec, direct = exact_records
-    rec = _repeat_steps(rec[rec["lambda"] >= -1.0], 10)
+    rec = _repeat_steps(rec[rec["lam"] >= -1.0], 10)
     top = rec.phi.max() + 1
     # one post-burn-in step of one chain at λ = −1 (not on a multiple of the stride) is the only φ = top
-    spike = rec.index[(rec["lambda"] == -1.0) & (rec.chain == 6) & (rec.step == 730)]
+    spike = rec.index[(rec["lam"] == -1.0) & (rec.chain == 6) & (rec.step == 730)]
     rec.loc[spike, "phi"] = top
     df = tps_mbar(rec, direct, [top], method="analytic")
     assert df.attrs["dropped"] == [] and df.attrs["statistical_inefficiency"][-1.0] > 5
@@ -103,12 +103,12 @@ def test_analytic_never_drops_the_only_sample_beyond_a_threshold(exact_records):
 
 
 def test_tps_tokens_counts_regenerated_suffixes():
-    rec = pd.DataFrame({"chain": [0, 0, 1], "cut": [0, 10, 29], "lambda": 0.0, "step": [0, 1, 0], "phi": 1.0})
+    rec = pd.DataFrame({"chain": [0, 0, 1], "cut": [0, 10, 29], "lam": 0.0, "step": [0, 1, 0], "phi": 1.0})
     assert tps_tokens(rec, 30) == 30 + 20 + 1 + 2 * 30
 
 
 def _records(**override):
-    base = pd.DataFrame({"chain": np.repeat([0, 1], 10), "lambda": -1.0, "step": np.tile(np.arange(10), 2),
+    base = pd.DataFrame({"chain": np.repeat([0, 1], 10), "lam": -1.0, "step": np.tile(np.arange(10), 2),
                          "phi": np.arange(20, dtype=float), "direction": -1})
     for k, v in override.items():
         base[k] = v

@@ -1,0 +1,79 @@
+r"""The forward-shooting move of TPS [REA §3.4, Alg. 2], in three parts as in OpenPathSampling: the shooting-point
+selection (:func:`select_shooting_points`), the move itself (:func:`shoot_forward`) and the Metropolis acceptance
+(:func:`metropolis_accept`); :func:`forward_shooting_move` does all three for a batch of chains.
+
+For a bias λ the target is p_λ(x) = Z(λ)^{-1} e^{-λ φ(x)} p_M(x) over completions x of fixed length L. From x draw a
+cut c uniformly in {0, …, L−1}, keep x_{<c} and regenerate x'_{≥c} from the model at temperature 1 (``c = 0``
+redraws the whole completion: an independence proposal from p_M; every move regenerates at least one token). For a
+fixed cut the proposal density is
+
+    q_c(x → x') = 1[x'_{<c} = x_{<c}] · p_M(x'_{≥c} | prompt, x_{<c}),
+
+and since the kept prefix is shared, p_M(x) = p_M(x_{<c}) p_M(x_{≥c} | x_{<c}) and likewise for x'. Hence
+
+    q_c(x → x') / q_c(x' → x) = p_M(x'_{≥c} | x_{<c}) / p_M(x_{≥c} | x_{<c}) = p_M(x') / p_M(x),
+
+and the Metropolis–Hastings ratio for p_λ collapses to
+
+    [p_λ(x') q_c(x' → x)] / [p_λ(x) q_c(x → x')] = e^{-λ (φ(x') − φ(x))}.
+
+The move is accepted with probability α = min(1, e^{−λ(φ' − φ)}): all model terms cancel (the completions have a
+fixed length, so no length term appears either), and no log-probabilities are needed unless φ is Log-Prob -- in
+which case :func:`rea.sampling.regenerate` already returns the per-token log p_M of the proposal. At λ = 0 every
+move is accepted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rea.observables import evaluate
+from rea.sampling import regenerate
+from rea.tps.records import as_samples
+
+
+def select_shooting_points(rng: np.random.Generator, n_chains: int, length: int) -> np.ndarray:
+    """The cut of every chain, c ~ Uniform{0, …, L−1} -> int ``[B]``: positions ≥ c are regenerated."""
+    return rng.integers(0, length, size=n_chains)
+
+
+def shoot_forward(lm, prompt_ids, tokens, logp, cut, uniforms) -> tuple[np.ndarray, np.ndarray]:
+    """The proposal x' = (x_{<c}, x'_{≥c}) with x'_{≥c} ~ p_M(· | prompt, x_{<c}) drawn by inverse CDF from
+    ``uniforms [B, L]``; ``tokens``, ``logp`` ``[B, L]`` are the current states -> (tokens', log p_M per token) ``[B, L]``."""
+    new_tokens, new_logp, _ = regenerate(lm, prompt_ids, tokens, cut, uniforms, logp)
+    return new_tokens, new_logp
+
+
+def metropolis_accept(lam, phi, phi_proposed, u) -> np.ndarray:
+    """Accept iff u < α = min(1, e^{−λ(φ' − φ)}) for uniforms ``u [B]``, biases ``lam [B]``, φ and φ' ``[B]``
+    -> bool ``[B]``."""
+    log_alpha = np.minimum(0.0, -lam * (phi_proposed - phi))
+    return u < np.exp(log_alpha)
+
+
+@dataclass
+class Move:
+    """One forward-shooting move of B chains: ``cut [B]``, the proposals' ``tokens``, ``logp`` ``[B, L]`` and
+    ``phi_proposed [B]``, and ``accepted [B]``."""
+
+    cut: np.ndarray
+    tokens: np.ndarray
+    logp: np.ndarray
+    phi_proposed: np.ndarray
+    accepted: np.ndarray
+
+
+def forward_shooting_move(lm, prompt: str, prompt_ids, observable, tokens, logp, phi, lam, rng) -> Move:
+    """Propose and accept or reject one move of each of B chains in the states ``tokens``, ``logp`` ``[B, L]``,
+    ``phi [B]`` at biases ``lam [B]``. Draws from ``rng``, in this order: the cuts ``[B]``, the regeneration uniforms
+    ``[B, L]`` and the acceptance uniforms ``[B]``."""
+    n_chains, length = tokens.shape
+    cut = select_shooting_points(rng, n_chains, length)
+    uniforms = rng.random((n_chains, length))
+    u_accept = rng.random(n_chains)
+    new_tokens, new_logp = shoot_forward(lm, prompt_ids, tokens, logp, cut, uniforms)
+    phi_proposed = evaluate(observable, as_samples(lm, prompt, prompt_ids, new_tokens, new_logp))
+    accepted = metropolis_accept(lam, phi, phi_proposed, u_accept)
+    return Move(cut, new_tokens, new_logp, phi_proposed, accepted)
