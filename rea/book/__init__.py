@@ -6,12 +6,10 @@
 * :mod:`rea.book.records` -- numbers and figures glued into the prose and logged for the golden checks;
 * :mod:`rea.book.plots` -- the book's figure style;
 * :mod:`rea.book.runner` (``rea run CHAPTER``), :mod:`rea.book.golden` (``python -m rea.book.golden``) and
-  :mod:`rea.book.cache` (``python -m rea.book.cache``) -- command-line tools;
-* :mod:`rea.book.glue` -- helpers waiting for their home in the package.
+  :mod:`rea.book.cache` (``python -m rea.book.cache``) -- command-line tools.
 """
 
 from rea.book.chapters import CHAPTERS
-from rea.book.glue import max_run, score_proposal
 from rea.book.plots import COLORS, band, direct_hist, figure, floor_line, use_book_style, wilson_points
 from rea.book.profiles import PROFILES, chapter_settings
 from rea.book.records import TOLERANCES, record, record_figure, threshold_between
@@ -38,6 +36,4 @@ __all__ = [
     "floor_line",
     "use_book_style",
     "wilson_points",
-    "score_proposal",
-    "max_run",
 ]

@@ -5,7 +5,7 @@
 * :func:`band` -- a curve with a confidence band on a log-scale y axis (estimates of densities or tails).
 * :func:`wilson_points` -- direct-sampling estimates with Wilson error bars; estimates of 0 (empty bins, tails never
   reached) are drawn as upper-limit markers at the Wilson upper bound, never as points on a log axis.
-* :func:`direct_hist` -- :func:`wilson_points` for a :func:`rea.stats.estimators.direct_density` (or ``direct_tail``) table.
+* :func:`direct_hist` -- :func:`wilson_points` for a :func:`rea.stats.direct_density` (or ``direct_tail``) table.
 """
 
 from __future__ import annotations
@@ -84,8 +84,8 @@ def wilson_points(ax, x, p, low, high, k=None, label="direct", color=None, log=T
 
 
 def direct_hist(ax, table, label="direct", color=None, kind="density", log=True):
-    """Plot a :func:`rea.stats.estimators.direct_density` table (``kind="density"`` or ``"p"``) or a
-    :func:`rea.stats.estimators.direct_tail` table (``kind="tail"``) as Wilson points with upper-limit markers."""
+    """Plot a :func:`rea.stats.direct_density` table (``kind="density"`` or ``"p"``) or a
+    :func:`rea.stats.direct_tail` table (``kind="tail"``) as Wilson points with upper-limit markers."""
     if kind == "tail":
         return wilson_points(ax, table["threshold"], table["p"], table["ci_low"], table["ci_high"], table["k"],
                              label=label, color=color, log=log)

@@ -144,7 +144,7 @@ def check_coverage_tps(scale: float = 1.0, seed: int = 6, repeats: int = 50, lam
     for every tail. The pass rule is :func:`coverage_verdict`. When a method fails the detail says WARNING and names
     the measured cause (:func:`under_coverage_causes`). The detail of the bootstrap row also reports the paper's
     percentile interval (same runs, other replicas) and how many bootstrap intervals were the uninformative [0, 1]
-    (tail hits in ≤ ~2 chains, see :func:`rea.stats.diagnostics.bootstrap_over_chains`). ``lambdas``/``thresholds``
+    (tail hits in ≤ ~2 chains, see :func:`rea.stats.bootstrap_over_chains`). ``lambdas``/``thresholds``
     give the fast test's shallower variant.
     At scale 1.0: 2.5 min on one core (measured 152 s: ~125 s the one batched TPS run of 800 chains × 4000 steps).
     """
@@ -176,9 +176,9 @@ IS_COV_BIASES = (2.0, 1.5)
 def is_coverage_runs(seed: int = 6, repeats: int = 100, n: int = 3000, biases=IS_COV_BIASES) -> pd.DataFrame:
     """Repeated importance sampling of the noun-count tail of the toy with ``LogitBias(nouns, b)`` proposals.
 
-    Per bias b, repeat and threshold a: ``n`` fresh samples, :func:`rea.stats.estimators.importance_estimate` of
+    Per bias b, repeat and threshold a: ``n`` fresh samples, :func:`rea.stats.importance_estimate` of
     P(φ ≥ a) with its default (effective-count) and its normal interval, and whether it issued an
-    :class:`rea.stats.estimators.ISIntervalWarning`. Returns a DataFrame with columns ``bias, repeat, threshold, p (exact),
+    :class:`rea.stats.ISIntervalWarning`. Returns a DataFrame with columns ``bias, repeat, threshold, p (exact),
     hits, value, ci_low, ci_high, normal_low, normal_high, warned, covered, covered_normal``.
     """
 
@@ -216,7 +216,7 @@ def check_is_coverage(scale: float = 1.0, seed: int = 6, repeats: int = 100) -> 
 
     LogitBias(nouns, +2) and (+1.5) proposals at P = 2.7e-5 and 2.0e-7 (:func:`is_coverage_runs`). One row per
     (proposal, tail): passes when the effective-count interval covers in ≥ 90 % of the repeats, or when every miss
-    came with an :class:`rea.stats.estimators.ISIntervalWarning`. The detail also gives the old normal interval's coverage.
+    came with an :class:`rea.stats.ISIntervalWarning`. The detail also gives the old normal interval's coverage.
     ``scale`` is unused (n = 3000 is part of the regime); ``repeats`` sets the precision.
     """
     df = is_coverage_runs(seed, repeats)
