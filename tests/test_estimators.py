@@ -96,7 +96,7 @@ def test_direct_density_exact_gaussian_and_empty_bins():
     edges = np.array([-3, -1, 0, 1, 3, 8, 9], dtype=float)
     df = direct_density(rng.normal(size=n), edges)
     truth = np.diff(stats.norm.cdf(edges))
-    inside = (df.p_low <= truth) & (truth <= df.p_high)
+    inside = (df.ci_low <= truth) & (truth <= df.ci_high)
     assert inside[:4].all()
     # the last bin [8, 9] is empty: estimate 0 with the finite Wilson upper bound per width
     assert df.k.iloc[-1] == 0 and df.density.iloc[-1] == 0
@@ -547,7 +547,7 @@ def test_newton_solver_matches_pymbar_robust(gaussian_mbar):
 
 
 def test_newton_solver_from_a_bad_start_and_loud_failure():
-    from rea.stats.estimators import _newton_tilted_mbar
+    from rea.stats import solve_tilted_mbar
 
     rng = np.random.default_rng(22)
     lams = np.array([-6.0, -4.0, -2.0, 0.0, 2.0])
@@ -556,7 +556,7 @@ def test_newton_solver_from_a_bad_start_and_loud_failure():
     u, c = np.unique(phi, return_counts=True)
     nk = np.full(lams.size, 500.0)
     # start far away (f = 0 everywhere, truth −λ²/2 down to −18): the line search still converges
-    f, info = _newton_tilted_mbar(u, c.astype(float), lams, nk, 3, np.zeros(5))
+    f, info = solve_tilted_mbar(u, c.astype(float), lams, nk, 3, np.zeros(5))
     assert info["converged"]
     np.testing.assert_allclose(-f, gaussian_log_z(lams), atol=0.3)
     with pytest.raises(MBARConvergenceError, match="intermediate λ"):

@@ -15,15 +15,15 @@ Pipeline (:func:`tps_mbar`)
    package's one rule, applied by :func:`rea.stats.diagnostics.drop_burn_in`).
 2. Convergence filter: Gelman–Rubin per bias over the chains (:func:`rea.stats.diagnostics.gelman_rubin`); biases with
    GR ≥ 1.1 (or undefined GR) are dropped.
-3. MBAR (:class:`rea.stats.estimators.TiltedMBAR`) over direct samples (λ = 0) and the surviving segments, with identical
+3. MBAR (:class:`rea.stats.mbar.TiltedMBAR`) over direct samples (λ = 0) and the surviving segments, with identical
    (λ, φ) samples merged into counts (exact; fast for discrete φ such as Repeats or ARI).
-4. Errors, ``method="bootstrap"`` [REA App. C]: 100 replicas of :func:`rea.stats.diagnostics.bootstrap_over_chains`, each
+4. Errors, ``method="bootstrap"`` [REA App. C]: 100 replicas of :func:`rea.stats.bootstrap.bootstrap_over_chains`, each
    resampling whole chains with replacement (a unit is the j-th chain of every direction, so each replica keeps J
    chains per direction) and the direct samples (multinomially), then redoing 1–3. Burn-in depends only on a segment
    itself, so it is computed once per segment (identical to recomputing it per replica); GR and MBAR are recomputed
    per replica from the replica's chains (a chain drawn twice counts as two chains). The 96 % interval
    (``interval="t"``, the default) is ln P̂ ± t_{J−1}·s·√(J/(J−1)) with s a robust standard deviation of the
-   replicas' ln P (:func:`rea.stats.diagnostics.bootstrap_over_chains`), clipped to P ≤ 1; it is [0, 1] when more than
+   replicas' ln P (:func:`rea.stats.bootstrap.bootstrap_over_chains`), clipped to P ≤ 1; it is [0, 1] when more than
    ~16 % of the replicas see no sample in the event (its samples come from ≤ ~2 chains). ``interval="percentile"``
    gives the paper's 3rd smallest / 3rd largest replica, which under-covers with few chains (measured on real toy
    TPS chains, 150 repeats: 0.91/0.91/0.85 at tails 1.6e-2/7.8e-4/6.6e-6 with 16 chains, 0.70–0.78 with 4; the t
@@ -45,9 +45,9 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from rea.stats import bootstrap_over_chains, drop_burn_in, statistical_inefficiency_multiple
 from rea.arguments import as_1d_finite, check_edges, check_side
-from rea.stats import OverlapWarning, TiltedMBAR, direct_density, direct_tail
+from rea.stats import OverlapWarning, TiltedMBAR, bin_columns, bootstrap_over_chains, direct_density, direct_tail, \
+    drop_burn_in, gelman_rubin_from_moments, statistical_inefficiency_multiple
 
 __all__ = ["tps_samples", "tps_mbar", "tps_tokens", "Prepared", "prepare", "effective_counts", "analytic_mbar",
            "ChainCountWarning", "MIN_CHAINS_T"]
@@ -155,8 +155,9 @@ class Prepared:
     def gelman_rubin(self, seg_index: np.ndarray) -> dict:
         """GR per λ for the segments ``seg_index`` (repeats = distinct chains), from per-segment mean/var/length.
 
-        Same formula as :func:`rea.stats.diagnostics.gelman_rubin` (chains of equal length L): B = L/(J−1)Σ(ȳ_j − ȳ)²,
-        W = mean s_j², GR = ((L−1)/L·W + B/L)/W; NaN with fewer than 2 chains or L < 2, inf when W = 0 < B.
+        :func:`rea.stats.diagnostics.gelman_rubin_from_moments` (the formula of
+        :func:`rea.stats.diagnostics.gelman_rubin`, chains of equal length L) of the segments' means and variances;
+        NaN with fewer than 2 chains or L < 2, inf when W = 0 < B.
         """
         out = {}
         lam_of = self.seg_lams[seg_index]
@@ -166,10 +167,8 @@ class Prepared:
             if idx.size < 2 or L < 2:
                 out[lam] = np.nan
                 continue
-            means = np.array([self.segments[i]["mean"] for i in idx])
-            W = np.mean([self.segments[i]["var"] for i in idx])
-            B = L / (idx.size - 1) * np.sum((means - means.mean()) ** 2)
-            out[lam] = (np.inf if B > 0 else np.nan) if W == 0 else ((L - 1) / L * W + B / L) / W
+            out[lam] = gelman_rubin_from_moments([self.segments[i]["mean"] for i in idx],
+                                                 [self.segments[i]["var"] for i in idx], L)
         return out
 
     def pool(self, seg_index: np.ndarray, direct_counts: np.ndarray, gr_threshold: float):
@@ -202,22 +201,17 @@ def prepare(records, direct_phi, burn_in: float = 0.1) -> Prepared:
 # --------------------------------------------------------------------------------------------- MBAR per replica
 
 
-def _point_log_p(mb: TiltedMBAR, events_lo, events_hi, closed_hi) -> np.ndarray:
-    """ln P̂(lo ≤ φ < hi) (≤ hi where ``closed_hi``) under p_M from a solved MBAR, without errors."""
-    lw = np.log(mb.counts) - mb.log_den  # ln W_n0 = f_0 − ln D_n with f_0 = 0, times the multiplicity
-    phi = mb.phi
-    order = np.argsort(phi, kind="stable")
-    ps, lws = phi[order], lw[order]
-    m = lws.max()
-    cum = np.concatenate([[0.0], np.cumsum(np.exp(lws - m))])
-    lo = np.searchsorted(ps, events_lo, side="left")
-    hi = np.where(closed_hi, np.searchsorted(ps, events_hi, side="right"), np.searchsorted(ps, events_hi, side="left"))
-    tot = np.clip(cum[hi] - cum[lo], 0.0, None)
-    with np.errstate(divide="ignore"):
-        return np.log(tot) + m
+def _quiet_mbar(phi, lam, counts, confidence) -> TiltedMBAR:
+    """:class:`rea.stats.TiltedMBAR` of pooled (φ, λ, count) rows without its per-pair OverlapWarnings (callers judge
+    the overlap once, see :func:`_warn_poor_overlap`)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OverlapWarning)
+        return TiltedMBAR(phi, lam, counts=counts, confidence=confidence)
 
 
 def _events(kind, thresholds, edges, side):
+    """The events as intervals (lo ``[S]``, hi ``[S]``, closed_hi bool ``[S]``): tails [a, ∞) or (−∞, a], or bins
+    [e_i, e_{i+1}) with the last one closed (``numpy.histogram``)."""
     if kind == "tail":
         thr = thresholds
         if side == "upper":
@@ -241,26 +235,15 @@ PERCENTILE_UNDERCOVERS_AT = 16
 """The paper's percentile interval under-covered with this many chains (0.91/0.91/0.85 at 1.6e-2/7.8e-4/6.6e-6)."""
 
 _FLOOR = -1e300  # ln 0 in replicas (bootstrap_over_chains drops non-finite replicas; an estimate of 0 is valid)
+_DIRECT_COLUMNS = ("direct_k", "direct_n", "direct_p", "direct_ci_low", "direct_ci_high", "direct_rel_ci_half")
 
 
 # --------------------------------------------------------------------------------------------- the one call
 
 
-def tps_mbar(
-    records,
-    direct_phi=None,
-    thresholds=None,
-    bin_edges=None,
-    *,
-    side: str = "upper",
-    method: str = "bootstrap",
-    n_boot: int = 100,
-    interval: str = "t",
-    burn_in: float = 0.1,
-    gr_threshold: float = 1.1,
-    confidence: float = 0.96,
-    seed=0,
-) -> pd.DataFrame:
+def tps_mbar(records, direct_phi=None, thresholds=None, bin_edges=None, *, side: str = "upper",
+             method: str = "bootstrap", n_boot: int = 100, interval: str = "t", burn_in: float = 0.1,
+             gr_threshold: float = 1.1, confidence: float = 0.96, seed=0) -> pd.DataFrame:
     r"""MBAR estimates of tail probabilities or bin probabilities/densities from TPS records and direct samples.
 
     Parameters
@@ -272,7 +255,7 @@ def tps_mbar(
     method : ``"bootstrap"`` (over chains, ``n_boot`` replicas) or ``"analytic"`` (MBAR with effective counts
         N_k/g_k, its asymptotic CI; see :func:`effective_counts`)
     interval : bootstrap interval, ``"t"`` (Student t on ln P with the bootstrap standard error; default) or
-        ``"percentile"`` (the paper's order statistics); see :func:`rea.stats.diagnostics.bootstrap_over_chains`
+        ``"percentile"`` (the paper's order statistics); see :func:`rea.stats.bootstrap.bootstrap_over_chains`
     burn_in : fraction of each bias segment dropped (0.1); gr_threshold : biases with GR ≥ this are dropped (1.1)
     confidence : CI level (0.96); seed : bootstrap RNG seed
 
@@ -287,6 +270,32 @@ def tps_mbar(
     (smallest neighbour overlap), ``n_valid`` (finite replicas; bootstrap), ``n_samples`` (pooled samples),
     ``statistical_inefficiency`` (λ -> g_k; analytic) and ``n_effective`` (Σ_k N_k/g_k; analytic).
     """
+    kind, thr, edges, side = _checked_options(thresholds, bin_edges, method, interval, side, burn_in)
+    prep = prepare(records, direct_phi, burn_in)
+    phi, lam, cnt, passed, gr_all = _filtered_pool(prep, thr, side, gr_threshold)
+    events = _events(kind, thr, edges, side)
+    mb = _quiet_mbar(phi, lam, cnt, confidence)
+    _warn_poor_overlap(mb)
+    if method == "analytic":
+        est = _analytic_estimate(prep, passed, mb, thr, edges, side, events, confidence)
+    else:
+        est = _bootstrap_estimate(prep, mb, events, gr_threshold, confidence, seed, n_boot, interval)
+    df = _estimate_table(thr, edges, est, prep, confidence, side)
+    df["method"] = method
+    df.attrs.update({
+        "lambdas": [float(x) for x in mb.lambdas], "gelman_rubin": {float(k): float(v) for k, v in gr_all.items()},
+        "dropped": [float(k) for k, v in gr_all.items() if not v < gr_threshold],
+        "min_overlap": mb.min_neighbour_overlap(), "n_valid": est["n_valid"], "n_samples": int(mb.total_count),
+        "side": side, "statistical_inefficiency": est["statistical_inefficiency"], "n_effective": est["n_effective"],
+        "interval": interval if method == "bootstrap" else "asymptotic",
+        "n_chains": int(prep.units.size) if method == "bootstrap" else None,
+    })
+    return df
+
+
+def _checked_options(thresholds, bin_edges, method, interval, side, burn_in):
+    """(kind ``"tail"``/``"bin"``, thresholds ``[S]`` or None, edges ``[B+1]`` or None, side) of a
+    :func:`tps_mbar` call; a one-line ValueError naming the bad argument."""
     if (thresholds is None) == (bin_edges is None):
         raise ValueError("thresholds / bin_edges: give exactly one of them")
     if method not in ("bootstrap", "analytic"):
@@ -299,16 +308,20 @@ def tps_mbar(
     kind = "tail" if thresholds is not None else "bin"
     thr = as_1d_finite("thresholds", thresholds) if kind == "tail" else None
     edges = check_edges(bin_edges) if kind == "bin" else None
-    prep = prepare(records, direct_phi, burn_in)
-    all_seg = np.arange(len(prep.segments))
-    phi, lam, cnt, passed, gr_all = prep.pool(all_seg, prep.direct_counts, gr_threshold)
+    return kind, thr, edges, side
+
+
+def _filtered_pool(prep: Prepared, thr, side, gr_threshold):
+    """Every segment whose bias passes Gelman–Rubin, plus the direct samples: (phi, lam, counts, passed λ, GR per λ)
+    as :meth:`Prepared.pool`. ValueError when λ = 0 is lost or a threshold lies beyond every kept sample."""
+    phi, lam, cnt, passed, gr_all = prep.pool(np.arange(len(prep.segments)), prep.direct_counts, gr_threshold)
     if not np.any(lam == 0.0):
         raise ValueError(
             "direct_phi: the λ = 0 bias failed the Gelman–Rubin filter and there are no direct samples; pass direct "
             "samples of p_M"
         )
     # the asked thresholds must be reached by the samples that survive burn-in and GR
-    if kind == "tail":
+    if thr is not None:
         far = thr > phi.max() if side == "upper" else thr < phi.min()
         if np.any(far):
             sign = "more negative" if side == "upper" else "more positive"
@@ -317,101 +330,109 @@ def tps_mbar(
                 f"after burn-in and the GR filter, biases {passed}): extend the λ grid toward them ({sign} λ) or run "
                 f"longer"
             )
-    lo, hi, closed = _events(kind, thr, edges, side)
+    return phi, lam, cnt, passed, gr_all
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", OverlapWarning)
-        mb = TiltedMBAR(phi, lam, counts=cnt, confidence=confidence)
-    overlap_min = float(mb.neighbour_overlap.min()) if mb.K > 1 else np.nan
+
+def _warn_poor_overlap(mb: TiltedMBAR) -> None:
+    """One OverlapWarning naming every pair of neighbouring biases that overlap less than ``mb.min_overlap``."""
     if np.any(mb.neighbour_overlap < mb.min_overlap):
         nb = mb.neighbours()
         warnings.warn(f"neighbouring biases overlap less than {mb.min_overlap:g}: "
-                      f"{nb[~nb.ok][['lam_i', 'lam_j', 'overlap']].to_dict('records')}", OverlapWarning, stacklevel=2)
-    n_valid, g_by_lam, n_eff = None, None, None
-    n_samples = int(mb.counts.sum())
-    if method == "analytic":
-        mb_a, g_by_lam = analytic_mbar(prep, passed, confidence, return_g=True)
-        res = mb_a.tail(thr, side=side) if kind == "tail" else mb_a.density(edges)
-        p, ci_low, ci_high = res["p"].to_numpy(), res["ci_low"].to_numpy(), res["ci_high"].to_numpy()
-        n_ev = _event_counts(mb, lo, hi, closed)  # samples in the event (not effective counts)
-        n_eff = float(mb_a.counts.sum())
-    else:
-        p = np.exp(_point_log_p(mb, lo, hi, closed))
-        n_ev = _event_counts(mb, lo, hi, closed)
-        rng = np.random.default_rng(seed)
-        direct_p = prep.direct_counts / max(1, prep.direct_counts.sum())
-        calls = [0]
-
-        def replica(units):
-            first = calls[0] == 0
-            calls[0] += 1
-            seg = np.concatenate([np.flatnonzero(prep.seg_units == u) for u in units]) if len(units) else all_seg
-            dc = prep.direct_counts if first or prep.direct_counts.sum() == 0 else \
-                rng.multinomial(prep.direct_counts.sum(), direct_p)
-            r_phi, r_lam, r_cnt, _, _ = prep.pool(seg, dc, gr_threshold)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", OverlapWarning)
-                r_mb = TiltedMBAR(r_phi, r_lam, counts=r_cnt, confidence=confidence)
-            lp = _point_log_p(r_mb, lo, hi, closed)
-            return np.where(np.isfinite(lp), lp, _FLOOR)
-
-        units = prep.units if prep.units.size >= 2 else None
-        if units is None:
-            raise ValueError(
-                "records: the bootstrap over chains needs at least 2 chains per direction; use method='analytic'"
-            )
-        J = int(units.size)
-        if J < MIN_CHAINS_T or (interval == "percentile" and J <= PERCENTILE_UNDERCOVERS_AT):
-            warnings.warn(
-                f"bootstrap over {J} chains per direction with the {interval} interval: on real toy TPS chains "
-                f"(rea.validate.check_coverage_tps) 96 % intervals covered ≥ 90 % only with the t interval and ≥ "
-                f"{MIN_CHAINS_T} chains (percentile: 0.85 at a 6.6e-6 tail with 16 chains, 0.70–0.78 with 4); run "
-                f"more chains, use interval='t', or method='analytic'", ChainCountWarning, stacklevel=2)
-        bs = bootstrap_over_chains(units, replica, n_boot=n_boot, confidence=confidence, rng=rng, on_error="nan",
-                                   interval=interval)
-        with np.errstate(under="ignore", over="ignore"):
-            # a probability is at most 1 (the t interval of a tail most replicas miss can reach beyond)
-            ci_low, ci_high = np.exp(np.asarray(bs.ci_low)), np.exp(np.minimum(np.asarray(bs.ci_high), 0.0))
-        n_valid = np.asarray(bs.n_valid)
-
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = {"threshold": thr} if kind == "tail" else {
-            "left": edges[:-1], "right": edges[1:], "center": (edges[:-1] + edges[1:]) / 2, "width": np.diff(edges)}
-        out.update({"p": p, "log10_p": np.log10(p), "ci_low": ci_low, "ci_high": ci_high,
-                    "rel_ci_half": (ci_high - ci_low) / (2 * p), "n": n_ev})
-        if kind == "bin":
-            w = np.diff(edges)
-            out.update({"density": p / w, "density_low": ci_low / w, "density_high": ci_high / w})
-        if prep.direct_phi.size:
-            d = direct_tail(prep.direct_phi, thr, confidence, side) if kind == "tail" else \
-                direct_density(prep.direct_phi, edges, confidence).rename(columns={"p_low": "ci_low", "p_high": "ci_high"})
-            out.update({"direct_k": d["k"].to_numpy(), "direct_n": d["n"].to_numpy(), "direct_p": d["p"].to_numpy(),
-                        "direct_ci_low": d["ci_low"].to_numpy(), "direct_ci_high": d["ci_high"].to_numpy()})
-            out["direct_rel_ci_half"] = (out["direct_ci_high"] - out["direct_ci_low"]) / (2 * out["direct_p"])
-        else:
-            for c in ("direct_k", "direct_n", "direct_p", "direct_ci_low", "direct_ci_high", "direct_rel_ci_half"):
-                out[c] = np.full(len(p), np.nan)
-    df = pd.DataFrame(out)
-    df["method"] = method
-    df.attrs.update({
-        "lambdas": [float(x) for x in mb.lambdas], "gelman_rubin": {float(k): float(v) for k, v in gr_all.items()},
-        "dropped": [float(k) for k, v in gr_all.items() if not v < gr_threshold], "min_overlap": overlap_min,
-        "n_valid": None if n_valid is None else n_valid.tolist(), "n_samples": n_samples, "side": side,
-        "statistical_inefficiency": g_by_lam, "n_effective": n_eff,
-        "interval": interval if method == "bootstrap" else "asymptotic",
-        "n_chains": int(prep.units.size) if method == "bootstrap" else None,
-    })
-    return df
+                      f"{nb[~nb.ok][['lam_i', 'lam_j', 'overlap']].to_dict('records')}", OverlapWarning, stacklevel=3)
 
 
-def _event_counts(mb, lo, hi, closed):
-    ps = mb.phi
-    c = mb.counts
-    out = np.zeros(lo.size, dtype=np.int64)
-    for i in range(lo.size):
-        sel = (ps >= lo[i]) & ((ps <= hi[i]) if closed[i] else (ps < hi[i]))
-        out[i] = int(round(c[sel].sum()))
+def _analytic_estimate(prep: Prepared, passed, mb: TiltedMBAR, thr, edges, side, events, confidence) -> dict:
+    """P̂ and its asymptotic interval from MBAR with effective counts (:func:`analytic_mbar`); ``n`` counts the
+    pooled samples of ``mb`` in each event (not effective counts)."""
+    mb_a, g_by_lam = analytic_mbar(prep, passed, confidence, return_g=True)
+    res = mb_a.tail(thr, side=side) if thr is not None else mb_a.density(edges)
+    return {"p": res["p"].to_numpy(), "ci_low": res["ci_low"].to_numpy(), "ci_high": res["ci_high"].to_numpy(),
+            "n": mb.interval_counts(*events), "n_valid": None, "statistical_inefficiency": g_by_lam,
+            "n_effective": mb_a.total_count}
+
+
+def _replica_log_p(prep: Prepared, events, gr_threshold, confidence, rng):
+    """``fn(units)`` for :func:`rea.stats.bootstrap_over_chains`: ln P̂ ``[S]`` of the events (ln 0 -> ``_FLOOR``)
+    from the segments of the bootstrap ``units`` (repeats = distinct chains) after the GR filter and, from the
+    second call on, direct counts drawn multinomially (the first call, on all units, keeps the observed ones)."""
+    all_seg = np.arange(len(prep.segments))
+    direct_p = prep.direct_counts / max(1, prep.direct_counts.sum())
+    calls = [0]
+
+    def replica(units):
+        first = calls[0] == 0
+        calls[0] += 1
+        seg = np.concatenate([np.flatnonzero(prep.seg_units == u) for u in units]) if len(units) else all_seg
+        dc = prep.direct_counts if first or prep.direct_counts.sum() == 0 else \
+            rng.multinomial(prep.direct_counts.sum(), direct_p)
+        r_phi, r_lam, r_cnt, _, _ = prep.pool(seg, dc, gr_threshold)
+        lp = _quiet_mbar(r_phi, r_lam, r_cnt, confidence).interval_log_p(*events)
+        return np.where(np.isfinite(lp), lp, _FLOOR)
+
+    return replica
+
+
+def _warn_few_chains(n_chains: int, interval: str) -> None:
+    """ChainCountWarning below the measured minimum of chains per direction for the bootstrap ``interval``."""
+    if n_chains < MIN_CHAINS_T or (interval == "percentile" and n_chains <= PERCENTILE_UNDERCOVERS_AT):
+        warnings.warn(
+            f"bootstrap over {n_chains} chains per direction with the {interval} interval: on real toy TPS chains "
+            f"(rea.validate.check_coverage_tps) 96 % intervals covered ≥ 90 % only with the t interval and ≥ "
+            f"{MIN_CHAINS_T} chains (percentile: 0.85 at a 6.6e-6 tail with 16 chains, 0.70–0.78 with 4); run "
+            f"more chains, use interval='t', or method='analytic'", ChainCountWarning, stacklevel=4)
+
+
+def _bootstrap_estimate(prep: Prepared, mb: TiltedMBAR, events, gr_threshold, confidence, seed, n_boot,
+                        interval) -> dict:
+    """P̂ of the pooled MBAR and its bootstrap interval over chains (replicas of :func:`_replica_log_p`, interval on
+    ln P, clipped to P ≤ 1)."""
+    p = np.exp(mb.interval_log_p(*events))
+    n_ev = mb.interval_counts(*events)
+    rng = np.random.default_rng(seed)
+    replica = _replica_log_p(prep, events, gr_threshold, confidence, rng)
+    if prep.units.size < 2:
+        raise ValueError(
+            "records: the bootstrap over chains needs at least 2 chains per direction; use method='analytic'"
+        )
+    _warn_few_chains(int(prep.units.size), interval)
+    bs = bootstrap_over_chains(prep.units, replica, n_boot=n_boot, confidence=confidence, rng=rng, on_error="nan",
+                               interval=interval)
+    with np.errstate(under="ignore", over="ignore"):
+        # a probability is at most 1 (the t interval of a tail most replicas miss can reach beyond)
+        ci_low, ci_high = np.exp(np.asarray(bs.ci_low)), np.exp(np.minimum(np.asarray(bs.ci_high), 0.0))
+    return {"p": p, "ci_low": ci_low, "ci_high": ci_high, "n": n_ev, "n_valid": np.asarray(bs.n_valid).tolist(),
+            "statistical_inefficiency": None, "n_effective": None}
+
+
+# --------------------------------------------------------------------------------------------- the table
+
+
+def _direct_columns(prep: Prepared, thr, edges, confidence, side, n_rows: int) -> dict:
+    """``direct_k, direct_n, direct_p, direct_ci_low, direct_ci_high, direct_rel_ci_half`` of the direct samples
+    (Wilson, :func:`rea.stats.direct_tail` / :func:`rea.stats.direct_density`); NaN without direct samples."""
+    if not prep.direct_phi.size:
+        return {c: np.full(n_rows, np.nan) for c in _DIRECT_COLUMNS}
+    d = direct_tail(prep.direct_phi, thr, confidence, side) if thr is not None else \
+        direct_density(prep.direct_phi, edges, confidence)
+    out = {"direct_k": d["k"].to_numpy(), "direct_n": d["n"].to_numpy(), "direct_p": d["p"].to_numpy(),
+           "direct_ci_low": d["ci_low"].to_numpy(), "direct_ci_high": d["ci_high"].to_numpy()}
+    out["direct_rel_ci_half"] = (out["direct_ci_high"] - out["direct_ci_low"]) / (2 * out["direct_p"])
     return out
+
+
+def _estimate_table(thr, edges, est: dict, prep: Prepared, confidence, side) -> pd.DataFrame:
+    """One row per threshold or bin: the MBAR estimate ``est`` (p, ci_low, ci_high, n), for bins the densities, and
+    the direct estimate beside it."""
+    p, ci_low, ci_high = est["p"], est["ci_low"], est["ci_high"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = {"threshold": thr} if thr is not None else bin_columns(edges)
+        out.update({"p": p, "log10_p": np.log10(p), "ci_low": ci_low, "ci_high": ci_high,
+                    "rel_ci_half": (ci_high - ci_low) / (2 * p), "n": est["n"]})
+        if thr is None:
+            w = out["width"]
+            out.update({"density": p / w, "density_low": ci_low / w, "density_high": ci_high / w})
+        out.update(_direct_columns(prep, thr, edges, confidence, side, len(p)))
+    return pd.DataFrame(out)
 
 
 def effective_counts(prep: Prepared, passed) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -463,7 +484,5 @@ def effective_counts(prep: Prepared, passed) -> tuple[np.ndarray, np.ndarray, np
 def analytic_mbar(prep: Prepared, passed, confidence, return_g: bool = False):
     """MBAR with effective counts (:func:`effective_counts`) over the direct samples and the biases ``passed``."""
     phi, lam, cnt, g_by_lam = effective_counts(prep, passed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", OverlapWarning)
-        mb = TiltedMBAR(phi, lam, counts=cnt, confidence=confidence)
+    mb = _quiet_mbar(phi, lam, cnt, confidence)
     return (mb, g_by_lam) if return_g else mb
