@@ -89,9 +89,9 @@ def direct_hist(ax, table, label="direct", color=None, kind="density", log=True)
     if kind == "tail":
         return wilson_points(ax, table["threshold"], table["p"], table["ci_low"], table["ci_high"], table["k"],
                              label=label, color=color, log=log)
-    pre = "density" if kind == "density" else "p"
-    return wilson_points(ax, table["center"], table[pre], table[f"{pre}_low"], table[f"{pre}_high"], table["k"],
-                         label=label, color=color, log=log)
+    low, high = ("density_low", "density_high") if kind == "density" else ("ci_low", "ci_high")
+    return wilson_points(ax, table["center"], table["density" if kind == "density" else "p"], table[low], table[high],
+                         table["k"], label=label, color=color, log=log)
 
 
 def floor_line(ax, n, label=True, color=None, confidence=None, orientation="h"):
