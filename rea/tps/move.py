@@ -40,8 +40,9 @@ def select_shooting_points(rng: np.random.Generator, n_chains: int, length: int)
 
 
 def shoot_forward(lm, prompt_ids, tokens, logp, cut, uniforms) -> tuple[np.ndarray, np.ndarray]:
-    """The proposal x' = (x_{<c}, x'_{≥c}) with x'_{≥c} ~ p_M(· | prompt, x_{<c}) drawn by inverse CDF from
-    ``uniforms [B, L]``; ``tokens``, ``logp`` ``[B, L]`` are the current states -> (tokens', log p_M per token) ``[B, L]``."""
+    """The proposal x' = (x_{<c}, x'_{≥c}) with x'_{≥c} ~ p_M(· | prompt, x_{<c}), each token drawn by the sampler's
+    Gumbel-max keyed by ``uniforms [B, L]``; ``tokens``, ``logp`` ``[B, L]`` are the current states
+    -> (tokens', log p_M per token) ``[B, L]``."""
     new_tokens, new_logp, _ = regenerate(lm, prompt_ids, tokens, cut, uniforms, logp)
     return new_tokens, new_logp
 
