@@ -1,26 +1,32 @@
-"""Throughput of rea's lockstep sampler against Hugging Face ``generate`` on the embedded SmolLM2-135M.
+"""Throughput of rea's lockstep sampler and of TPS on the embedded SmolLM2-135M, on this machine's CPU.
 
-CPU, float32, torch threads = all cores; batch 64, 64 new tokens, one prompt. Runs alternate (sampler, generate,
-sampler with the generic HF decoder, ...) after a warm-up of each, and the median of the repeats is reported, so
-that load from other processes hits all three alike.
+1. Sampler against Hugging Face ``generate`` (float32, the process's default threads) at the batch sizes the book
+   uses: 8 (TPS chains), 64 and 256 rows, 24 new tokens (the quick profile's length) and, at batch 64, 64 tokens.
+   Runs alternate (sampler, generate, sampler through the generic HF decoder, ...) after a warm-up of each; the
+   median of the repeats is reported, so load from other processes hits all three alike.
+2. TPS at the book's quick shape (chapter 4's ARI run: L = 24, 4 chains per direction, both directions) for
+   ``--tps-steps`` steps: generated tokens per second (Σ over moves of the regenerated suffix, L − cut) over the
+   sampler's batch-64 tokens/s, and the same run with one competing CPU-bound process over without.
 
-    .venv/bin/python bench/bench_sampler.py [--quick] [--repeats N]
+    .venv/bin/python bench/bench_sampler.py [--quick] [--repeats N] [--tps-steps N]
 
-Prints tokens/s of each, ``sampler_speedup_vs_generate``, a large fp32 matmul's FLOP/s and the sampler's model
-FLOP/s as ``sampler_fraction_of_matmul_peak``.
+Prints ``sampler_speedup_vs_generate batch=B``, ``tps_tokens_per_s_fraction_of_sampler``, ``busy_cpu_slowdown``,
+a large fp32 matmul's FLOP/s and the sampler's model FLOP/s as ``sampler_fraction_of_matmul_peak``.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
+import tempfile
 import time
 
 import torch
 
 PROMPT = "Once upon a time, in a big forest, there lived a rhinoc"
-BATCH, NEW = 64, 64
+SHAPES = ((8, 24), (64, 24), (256, 24), (64, 64))  # (rows, new tokens)
 
 
 def matmul_flops(n: int = 4096, reps: int = 3) -> float:
@@ -50,64 +56,111 @@ def model_flops_per_token(model, context: float) -> float:
     return 2 * (linear + model.lm_head.weight.numel()) + attention
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="one timed repeat of each instead of three")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats of each (default 3, quick 1)")
-    args = parser.parse_args()
-    repeats = args.repeats or (1 if args.quick else 3)
-
-    threads = os.cpu_count() or 1
-    torch.set_num_threads(threads)
-    from transformers.utils import logging as hf_logging
-
-    from rea.lm import HFLanguageModel, load_model
-    from rea.sampling import sample
-
-    hf_logging.set_verbosity_error()
-    lm = load_model(device="cpu", dtype=torch.float32, fast_decode=True)
-    lm_hf = HFLanguageModel(lm.model, lm.tokenizer, name=lm.name, fast_decode=False)
-    model = lm.model
-    ids = torch.tensor(lm.encode(PROMPT))[None].expand(BATCH, -1).contiguous()
-    tokens = BATCH * NEW
-    print(f"device: cpu, threads: {threads}, torch {torch.__version__}, batch {BATCH}, new tokens {NEW}, "
-          f"prompt tokens {ids.shape[1]}, fast decoder: {lm.fast_decode}")
-
-    def run_sampler(which):
-        def go():
-            sample(which, PROMPT, n=BATCH, length=NEW, batch_size=BATCH, progress=False)
-        return go
-
-    def run_generate():
-        with torch.inference_mode():
-            out = model.generate(
-                ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
-                max_new_tokens=NEW, min_new_tokens=NEW, pad_token_id=lm.eos_token_id,
-            )
-        assert out.shape == (BATCH, ids.shape[1] + NEW), out.shape
-
-    runs = {"sampler": run_sampler(lm), "generate": run_generate, "sampler_hf_decoder": run_sampler(lm_hf)}
+def time_alternating(runs: dict, repeats: int) -> dict[str, float]:
+    """Median seconds of each callable in ``runs``, timed in alternation after one warm-up of each."""
     times: dict[str, list[float]] = {k: [] for k in runs}
-    for fn in runs.values():  # warm-up
+    for fn in runs.values():
         fn()
     for _ in range(repeats):
         for name, fn in runs.items():
             t = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t)
-    tps = {k: tokens / statistics.median(v) for k, v in times.items()}
-    for k, v in times.items():
-        print(f"{k}: {tps[k]:.1f} tokens/s  (runs: {', '.join(f'{x:.2f}s' for x in v)})")
+    return {k: statistics.median(v) for k, v in times.items()}
 
+
+def sampler_vs_generate(lm, lm_hf, batch: int, new: int, repeats: int) -> dict[str, float]:
+    """Tokens/s of the sampler (fast decoder), HF ``generate`` and the sampler through the generic HF decoder."""
+    from rea.sampling import sample
+
+    model = lm.model
+    ids = torch.tensor(lm.encode(PROMPT))[None].expand(batch, -1).contiguous()
+
+    def run_generate():
+        with torch.inference_mode():
+            out = model.generate(
+                ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
+                max_new_tokens=new, min_new_tokens=new, pad_token_id=lm.eos_token_id,
+            )
+        assert out.shape == (batch, ids.shape[1] + new), out.shape
+
+    runs = {"sampler": lambda: sample(lm, PROMPT, n=batch, length=new, batch_size=batch, progress=False),
+            "generate": run_generate,
+            "sampler_hf_decoder": lambda: sample(lm_hf, PROMPT, n=batch, length=new, batch_size=batch,
+                                                 progress=False)}
+    return {k: batch * new / t for k, t in time_alternating(runs, repeats).items()}
+
+
+def tps_tokens_per_s(lm, n_steps: int) -> float:
+    """Generated tokens/s of chapter 4's quick-profile ARI run (its first ``n_steps`` steps): Σ (L − cut) / time."""
+    from rea.book import chapter_settings, real_tps_configs
+    from rea.tps import run_tps
+
+    config = real_tps_configs(chapter_settings("tps", "quick"), PROMPT, seed=0)["ari"]
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        res = run_tps(lm, config, tmp, progress=False, max_steps=n_steps)
+        elapsed = time.perf_counter() - t
+    return float((config.length - res.records["cut"]).sum()) / elapsed
+
+
+def _burn() -> None:  # pragma: no cover - runs in a child process
+    while True:
+        pass
+
+
+def busy(fn):
+    """Run ``fn()`` while one child process spins on a CPU; returns its result."""
+    child = multiprocessing.get_context("spawn").Process(target=_burn, daemon=True)
+    child.start()
+    try:
+        return fn()
+    finally:
+        child.terminate()
+        child.join()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="one timed repeat of each instead of three")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats of each (default 3, quick 1)")
+    parser.add_argument("--tps-steps", type=int, default=8, help="TPS steps timed (idle and busy)")
+    args = parser.parse_args()
+    repeats = args.repeats or (1 if args.quick else 3)
+
+    from transformers.utils import logging as hf_logging
+
+    from rea.lm import HFLanguageModel, load_model
+
+    hf_logging.set_verbosity_error()
+    lm = load_model(device="cpu", dtype=torch.float32, fast_decode=True)
+    lm_hf = HFLanguageModel(lm.model, lm.tokenizer, name=lm.name, fast_decode=False)
+    print(f"device: cpu, cores: {os.cpu_count()}, torch threads: {torch.get_num_threads()}, torch {torch.__version__}, "
+          f"prompt tokens {len(lm.encode(PROMPT))}, fast decoder: {lm.fast_decode}")
+    rates = {}
+    for batch, new in SHAPES:
+        r = rates[batch, new] = sampler_vs_generate(lm, lm_hf, batch, new, repeats)
+        print(f"  batch {batch} × {new} tokens: " + ", ".join(f"{k} {v:.1f} tok/s" for k, v in r.items()))
+        if new == 24:
+            print(f"sampler_speedup_vs_generate batch={batch}: {r['sampler'] / r['generate']:.2f}")
+
+    idle = tps_tokens_per_s(lm, args.tps_steps)
+    loaded = busy(lambda: tps_tokens_per_s(lm, args.tps_steps))
+    print(f"  TPS (quick shape, {args.tps_steps} steps): {idle:.1f} generated tok/s idle, {loaded:.1f} with one "
+          f"CPU-bound process beside it")
+    print(f"tps_tokens_per_s_fraction_of_sampler: {idle / rates[64, 24]['sampler']:.2f}")
+    print(f"busy_cpu_slowdown: {idle / loaded:.2f}")
+
+    r = rates[64, 64]
     peak = matmul_flops()
-    per_token = model_flops_per_token(model, context=ids.shape[1] + NEW / 2)
-    achieved = per_token * tps["sampler"]
+    per_token = model_flops_per_token(lm.model, context=len(lm.encode(PROMPT)) + 64 / 2)
+    achieved = per_token * r["sampler"]
     print(f"matmul_4096_fp32: {peak / 1e9:.1f} GFLOP/s")
     print(f"sampler_model_flops: {achieved / 1e9:.1f} GFLOP/s  ({per_token / 1e6:.1f} MFLOP/token)")
-    print(f"sampler_hf_decoder_tokens_per_s: {tps['sampler_hf_decoder']:.1f}")
-    print(f"generate_tokens_per_s: {tps['generate']:.1f}")
-    print(f"sampler_tokens_per_s: {tps['sampler']:.1f}")
-    print(f"sampler_speedup_vs_generate: {tps['sampler'] / tps['generate']:.2f}")
+    print(f"sampler_hf_decoder_tokens_per_s: {r['sampler_hf_decoder']:.1f}")
+    print(f"generate_tokens_per_s: {r['generate']:.1f}")
+    print(f"sampler_tokens_per_s: {r['sampler']:.1f}")
+    print(f"sampler_speedup_vs_generate: {r['sampler'] / r['generate']:.2f}")
     print(f"sampler_fraction_of_matmul_peak: {achieved / peak:.2f}")
 
 

@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rea.arguments import check_positive_int
+from rea.lm.threads import decode_threads, torch_threads
 
 # --------------------------------------------------------------------------------------------- proposals
 
@@ -336,6 +337,12 @@ def _decode(lm, prompt_ids, uniforms, proposal=None, forced=None, cut=None, forc
     The forced positions before ``min(cut)`` go through the prefill in one pass; their log-probs are copied from
     ``forced_logp[B, L]`` (the per-token log p_M of ``forced``), or teacher-forced when it is not given.
     """
+    with torch_threads(decode_threads(lm.device)):
+        return _decode_rows(lm, prompt_ids, uniforms, proposal, forced, cut, forced_logp, stop_at_eos)
+
+
+def _decode_rows(lm, prompt_ids, uniforms, proposal, forced, cut, forced_logp, stop_at_eos):
+    """:func:`_decode` with the thread count set."""
     proposal = proposal or Proposal()
     batch, length = uniforms.shape
     dev = lm.device
