@@ -4,7 +4,8 @@
    uses: 8 (TPS chains), 64 and 256 rows, 24 new tokens (the quick profile's length) and, at batch 64, 64 tokens.
    Runs alternate (sampler, generate, sampler through the generic HF decoder, ...) after a warm-up of each; the
    median of the repeats is reported, so load from other processes hits all three alike.
-2. TPS at the book's quick shape (chapter 4's ARI run: L = 24, 4 chains per direction, both directions) for
+2. TPS at the book's quick shape (chapter 4's ARI and Log-Prob runs as one batch: L = 24, 4 chains per direction,
+   both directions, 16 rows) for
    ``--tps-steps`` steps: generated tokens per second (Σ over moves of the regenerated suffix, L − cut) over the
    sampler's batch-64 tokens/s, and the same run with one competing CPU-bound process over without.
 
@@ -92,16 +93,18 @@ def sampler_vs_generate(lm, lm_hf, batch: int, new: int, repeats: int) -> dict[s
 
 
 def tps_tokens_per_s(lm, n_steps: int) -> float:
-    """Generated tokens/s of chapter 4's quick-profile ARI run (its first ``n_steps`` steps): Σ (L − cut) / time."""
+    """Generated tokens/s of chapter 4's quick-profile TPS (the ARI and Log-Prob runs as one batch, as the book runs
+    them) over their first ``n_steps`` steps: Σ over moves of the regenerated suffix L − cut, over the wall time."""
     from rea.book import chapter_settings, real_tps_configs
-    from rea.tps import run_tps
+    from rea.tps import run_tps_many
 
-    config = real_tps_configs(chapter_settings("tps", "quick"), PROMPT, seed=0)["ari"]
+    configs = list(real_tps_configs(chapter_settings("tps", "quick"), PROMPT, seed=0).values())
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        res = run_tps(lm, config, tmp, progress=False, max_steps=n_steps)
+        runs = run_tps_many(lm, configs, [f"{tmp}/{i}" for i in range(len(configs))], progress=False,
+                            max_steps=n_steps)
         elapsed = time.perf_counter() - t
-    return float((config.length - res.records["cut"]).sum()) / elapsed
+    return float(sum((c.length - r.records["cut"]).sum() for c, r in zip(configs, runs))) / elapsed
 
 
 def _burn() -> None:  # pragma: no cover - runs in a child process

@@ -13,7 +13,7 @@ from rea.observables import evaluate
 from rea.sampling import Samples, score
 from rea.tps import (
     CHECKPOINT, CHECKPOINT_FORMAT, RECORD_COLUMNS, TPSConfig, load_tps, metropolis_accept, read_checkpoint, run_tps,
-    select_shooting_points,
+    run_tps_many, select_shooting_points,
 )
 
 from rea.lm.tiny import char_llama
@@ -141,6 +141,33 @@ def test_resume_is_bit_identical(lm, tmp_path):
     # resuming a finished run loads it
     again = run_tps(lm, c, tmp_path / "b", resume=True, progress=False)
     pd.testing.assert_frame_equal(again.records, full.records)
+
+
+def test_runs_batched_together_equal_each_run_alone(tmp_path):
+    """run_tps_many: each run draws from its own RNG and writes its own files, so on the toy LM (whose logits do not
+    depend on the batch) runs batched together -- other observables, seeds and schedule lengths, one interrupted and
+    resumed -- give records identical to each run alone."""
+    from rea.lm import DEFAULT_PROMPT, load_model
+
+    toy = load_model("toy", device="cpu")
+    configs = [TPSConfig(prompt=DEFAULT_PROMPT, length=10, lambdas_pos=[0.3, 0.6], n_steps=6, n_chains=3, seed=1,
+                         observable="repeats", checkpoint_every=4),
+               TPSConfig(prompt=DEFAULT_PROMPT, length=10, lambdas_pos=[0.1], lambdas_neg=[-0.1, -0.2, -0.3],
+                         n_steps=6, n_chains=2, seed=2, observable="logprob", checkpoint_every=5)]
+    alone = [run_tps(toy, c, tmp_path / f"alone{i}", progress=False) for i, c in enumerate(configs)]
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    part = run_tps_many(toy, configs, dirs, progress=False, max_steps=5)
+    assert [len(r.records) for r in part] == [5 * 6, 5 * 4]
+    together = run_tps_many(toy, configs, dirs, resume=True, progress=False)
+    for a, b in zip(alone, together):
+        assert b.complete
+        pd.testing.assert_frame_equal(a.records, b.records)
+        assert np.array_equal(a.final.tokens, b.final.tokens)
+    with pytest.raises(ValueError, match="share prompt and length"):
+        run_tps_many(toy, [configs[0], TPSConfig(prompt="Oh, ha", length=10, lambdas_pos=[0.3])],
+                     [tmp_path / "c", tmp_path / "d"], progress=False)
+    with pytest.raises(ValueError, match="out_dirs must be distinct"):
+        run_tps_many(toy, configs, [tmp_path / "e", tmp_path / "e"], progress=False)
 
 
 def test_keyboard_interrupt_checkpoints_a_valid_state(lm, tmp_path):

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
 
 import numpy as np
@@ -61,22 +63,38 @@ class _locked:
 
 def cached_tps(lm, config, progress: bool = False):
     """Run annealed TPS once per (config, model, package source) and reuse it: :func:`rea.tps.run_tps` into
-    ``book_runs_dir()/<hash>/`` with ``resume=True`` (a finished run is just loaded, an interrupted one continued).
+    ``book_runs_dir()/<hash>/``, resuming an interrupted run and just loading a finished one.
 
     Chapters 3–6 call this with the same :class:`rea.tps.TPSConfig`, so the expensive run happens in whichever
-    chapter executes first. ``checkpoint_every`` is not part of the key (it does not change the results). Returns the
-    :class:`rea.tps.TPSResult`.
+    chapter executes first. ``checkpoint_every`` is not part of the key (it does not change the results).
+    ``config`` may also be a dict ``{name: TPSConfig}`` of runs of one prompt and length: those not cached yet then
+    run together, their chains as one batch of the model (:func:`rea.tps.run_tps_many`), and the results come back
+    as a dict with the same keys. Returns the :class:`rea.tps.TPSResult` (or the dict of them).
     """
-    from rea.tps import CHECKPOINT, load_tps, run_tps
+    if isinstance(config, dict):
+        return dict(zip(config, _cached_runs(lm, list(config.values()), progress)))
+    return _cached_runs(lm, [config], progress)[0]
 
-    spec = config.to_dict()
-    spec.pop("checkpoint_every", None)
-    spec["model"] = lm.name
-    out = book_runs_dir() / _run_key("tps", lm.name, spec)
-    with _locked(out):  # two chapters executing at once share the run instead of racing for it
-        if (out / "records.parquet").exists():
-            return load_tps(out, lm=lm, config=config)
-        return run_tps(lm, config, out, resume=(out / CHECKPOINT).exists(), progress=progress)
+
+def _cached_runs(lm, configs: list, progress: bool) -> list:
+    """The cached TPS results of ``configs``, computing the missing ones together."""
+    from rea.tps import CHECKPOINT, load_tps, run_tps_many
+
+    outs = []
+    for config in configs:
+        spec = config.to_dict()
+        spec.pop("checkpoint_every", None)
+        spec["model"] = lm.name
+        outs.append(book_runs_dir() / _run_key("tps", lm.name, spec))
+    with contextlib.ExitStack() as locks:  # two chapters executing at once share the runs instead of racing
+        for out in outs:
+            locks.enter_context(_locked(out))
+        todo = [i for i, out in enumerate(outs) if not (out / "records.parquet").exists()]
+        fresh = dict(zip(todo, run_tps_many(lm, [configs[i] for i in todo], [outs[i] for i in todo],
+                                            progress=progress, resume=[(outs[i] / CHECKPOINT).exists()
+                                                                       for i in todo]))) if todo else {}
+        return [fresh[i] if i in fresh else load_tps(out, lm=lm, config=config)
+                for i, (config, out) in enumerate(zip(configs, outs))]
 
 
 def direct_seed(seed: int) -> int:

@@ -1,7 +1,7 @@
 """Transition path sampling: annealed forward-shooting chains and their MBAR analysis.
 
 :mod:`rea.tps.config` (:class:`TPSConfig`), :mod:`rea.tps.move` (the forward-shooting move), :mod:`rea.tps.run`
-(:func:`run_tps`), :mod:`rea.tps.records` (the records, :class:`TPSResult`), :mod:`rea.tps.store` (checkpoint and
+(:func:`run_tps`, and :func:`run_tps_many` for several runs as one batch), :mod:`rea.tps.records` (the records, :class:`TPSResult`), :mod:`rea.tps.store` (checkpoint and
 files, :func:`load_tps`), :mod:`rea.tps.mbar` (:func:`tps_mbar`: from records to tail probabilities).
 """
 
@@ -10,17 +10,18 @@ from rea.tps.mbar import (
     MIN_CHAINS_T, ChainCountWarning, Prepared, analytic_mbar, effective_counts, prepare, tps_mbar, tps_samples,
     tps_tokens,
 )
-from rea.tps.move import forward_shooting_move, metropolis_accept, select_shooting_points, shoot_forward
+from rea.tps.move import (draw_move, forward_shooting_move, forward_shooting_moves, metropolis_accept,
+                          select_shooting_points, shoot_forward)
 from rea.tps.records import RECORD_COLUMNS, TPSResult
-from rea.tps.run import run_tps
+from rea.tps.run import run_tps, run_tps_many
 from rea.tps.store import CHECKPOINT, CHECKPOINT_FORMAT, load_tps, read_checkpoint
 
 __all__ = [
     # running TPS
-    "TPSConfig", "run_tps", "TPSResult", "load_tps", "read_checkpoint", "CHECKPOINT", "CHECKPOINT_FORMAT",
+    "TPSConfig", "run_tps", "run_tps_many", "TPSResult", "load_tps", "read_checkpoint", "CHECKPOINT", "CHECKPOINT_FORMAT",
     "RECORD_COLUMNS",
     # the forward-shooting move
-    "forward_shooting_move", "select_shooting_points", "shoot_forward", "metropolis_accept",
+    "forward_shooting_move", "forward_shooting_moves", "draw_move", "select_shooting_points", "shoot_forward", "metropolis_accept",
     # analysis (rea.tps.mbar)
     "tps_samples", "tps_mbar", "tps_tokens", "Prepared", "prepare", "effective_counts", "analytic_mbar",
     "ChainCountWarning", "MIN_CHAINS_T",

@@ -1,6 +1,6 @@
 r"""The forward-shooting move of TPS [REA §3.4, Alg. 2], in three parts as in OpenPathSampling: the shooting-point
 selection (:func:`select_shooting_points`), the move itself (:func:`shoot_forward`) and the Metropolis acceptance
-(:func:`metropolis_accept`); :func:`forward_shooting_move` does all three for a batch of chains.
+(:func:`metropolis_accept`); :func:`forward_shooting_moves` does all three for the chains of one or several runs as one batch.
 
 For a bias λ the target is p_λ(x) = Z(λ)^{-1} e^{-λ φ(x)} p_M(x) over completions x of fixed length L. From x draw a
 cut c uniformly in {0, …, L−1}, keep x_{<c} and regenerate x'_{≥c} from the model at temperature 1 (``c = 0``
@@ -66,15 +66,39 @@ class Move:
     accepted: np.ndarray
 
 
+def draw_move(rng: np.random.Generator, n_chains: int, length: int):
+    """The random numbers of one move of B chains, drawn from ``rng`` in this order: the cuts ``[B]``
+    (:func:`select_shooting_points`), the regeneration uniforms ``[B, L]`` and the acceptance uniforms ``[B]``."""
+    cut = select_shooting_points(rng, n_chains, length)
+    return cut, rng.random((n_chains, length)), rng.random(n_chains)
+
+
+def forward_shooting_moves(lm, prompt: str, prompt_ids, chains: list[dict]) -> list[Move]:
+    """One move of every chain of several independent runs that share the prompt, as one batch of the model.
+
+    Each entry of ``chains`` is one run's ``tokens``, ``logp`` ``[B_r, L]``, ``phi``, ``lam`` ``[B_r]``, its
+    ``observable`` and its move ``rng``. Each run draws its random numbers from its own RNG (:func:`draw_move`), so a
+    run's moves are the same whether it runs alone or beside others; the regenerations of all runs go through one
+    :func:`shoot_forward` (rows concatenated), then each run evaluates its observable and accepts on its own.
+    """
+    draws = [draw_move(c["rng"], *c["tokens"].shape) for c in chains]
+    tokens = np.concatenate([c["tokens"] for c in chains])
+    logp = np.concatenate([c["logp"] for c in chains])
+    cut = np.concatenate([d[0] for d in draws])
+    new_tokens, new_logp = shoot_forward(lm, prompt_ids, tokens, logp, cut, np.concatenate([d[1] for d in draws]))
+    moves, lo = [], 0
+    for c, (cut_r, _, u_accept) in zip(chains, draws):
+        hi = lo + len(cut_r)
+        phi_proposed = evaluate(c["observable"], as_samples(lm, prompt, prompt_ids, new_tokens[lo:hi],
+                                                            new_logp[lo:hi]))
+        accepted = metropolis_accept(c["lam"], c["phi"], phi_proposed, u_accept)
+        moves.append(Move(cut_r, new_tokens[lo:hi], new_logp[lo:hi], phi_proposed, accepted))
+        lo = hi
+    return moves
+
+
 def forward_shooting_move(lm, prompt: str, prompt_ids, observable, tokens, logp, phi, lam, rng) -> Move:
     """Propose and accept or reject one move of each of B chains in the states ``tokens``, ``logp`` ``[B, L]``,
-    ``phi [B]`` at biases ``lam [B]``. Draws from ``rng``, in this order: the cuts ``[B]``, the regeneration uniforms
-    ``[B, L]`` and the acceptance uniforms ``[B]``."""
-    n_chains, length = tokens.shape
-    cut = select_shooting_points(rng, n_chains, length)
-    uniforms = rng.random((n_chains, length))
-    u_accept = rng.random(n_chains)
-    new_tokens, new_logp = shoot_forward(lm, prompt_ids, tokens, logp, cut, uniforms)
-    phi_proposed = evaluate(observable, as_samples(lm, prompt, prompt_ids, new_tokens, new_logp))
-    accepted = metropolis_accept(lam, phi, phi_proposed, u_accept)
-    return Move(cut, new_tokens, new_logp, phi_proposed, accepted)
+    ``phi [B]`` at biases ``lam [B]`` (:func:`forward_shooting_moves` for one run)."""
+    chain = {"tokens": tokens, "logp": logp, "phi": phi, "lam": lam, "observable": observable, "rng": rng}
+    return forward_shooting_moves(lm, prompt, prompt_ids, [chain])[0]
