@@ -430,15 +430,16 @@ def score(lm, prompt: str | list[int], tokens, lengths=None, batch_size: int | N
     batch_size = batch_size or auto_batch_size(lm, len(prompt_ids) + length)
     p = len(prompt_ids)
     out = np.zeros((n, length))
-    for lo in range(0, n, batch_size):
-        chunk = torch.as_tensor(tokens[lo : lo + batch_size], device=lm.device)
-        ids = torch.cat([torch.tensor(prompt_ids, device=lm.device).expand(len(chunk), -1), chunk], dim=1)
-        logits = lm.logits(ids)[:, p - 1 : p - 1 + length].float()
-        if proposal is not None and type(proposal) is not Proposal:
-            logits = proposal(logits.reshape(-1, logits.shape[-1])).reshape(logits.shape)
-        out[lo : lo + len(chunk)] = (
-            torch.log_softmax(logits, -1).gather(2, chunk[..., None]).squeeze(2).double().cpu().numpy()
-        )
+    with torch_threads(decode_threads(lm.device)):
+        for lo in range(0, n, batch_size):
+            chunk = torch.as_tensor(tokens[lo : lo + batch_size], device=lm.device)
+            ids = torch.cat([torch.tensor(prompt_ids, device=lm.device).expand(len(chunk), -1), chunk], dim=1)
+            logits = lm.logits(ids)[:, p - 1 : p - 1 + length].float()
+            if proposal is not None and type(proposal) is not Proposal:
+                logits = proposal(logits.reshape(-1, logits.shape[-1])).reshape(logits.shape)
+            out[lo : lo + len(chunk)] = (
+                torch.log_softmax(logits, -1).gather(2, chunk[..., None]).squeeze(2).double().cpu().numpy()
+            )
     if lengths is not None:
         out[np.arange(length)[None, :] >= np.asarray(lengths)[:, None]] = 0.0
     return out

@@ -12,15 +12,27 @@ class FakeShare(threads.CpuShare):
     def __init__(self, samples):
         self.samples = iter(samples)
         self._last = next(self.samples)
+        self._estimate = 0.0
 
     def _sample(self):
         return next(self.samples)
 
 
-def test_other_cores_is_system_busy_minus_own_over_wall_time():
+def test_other_cores_is_system_busy_minus_own_over_wall_time(monkeypatch):
     share = FakeShare([(0.0, 10.0, 3.0), (2.0, 14.0, 5.0), (3.0, 14.5, 5.5)])
-    assert share.other_cores(min_window=0) == pytest.approx((4.0 - 2.0) / 2.0)  # 1 core used by others
-    assert share.other_cores(min_window=0) == pytest.approx(0.0)  # only we ran
+    monkeypatch.setattr(threads.time, "monotonic", lambda: 1e9)
+    assert share.other_cores() == pytest.approx((4.0 - 2.0) / 2.0)  # 1 core used by others
+    assert share.other_cores() == pytest.approx(0.0)  # only we ran
+
+
+def test_other_cores_reuses_the_estimate_within_the_window(monkeypatch):
+    share = FakeShare([(0.0, 10.0, 3.0), (2.0, 14.0, 5.0)])
+    monkeypatch.setattr(threads.time, "monotonic", lambda: 0.01)
+    assert share.other_cores(min_window=0.05) == 0.0  # too soon: the initial estimate, nothing sampled
+    monkeypatch.setattr(threads.time, "monotonic", lambda: 2.0)
+    assert share.other_cores(min_window=0.05) == pytest.approx(1.0)
+    monkeypatch.setattr(threads.time, "monotonic", lambda: 2.01)
+    assert share.other_cores(min_window=0.05) == pytest.approx(1.0)  # reused
 
 
 def test_decode_threads_subtracts_busy_cores(monkeypatch):

@@ -18,13 +18,14 @@ thread setting (``torch.get_num_threads()``, i.e. ``OMP_NUM_THREADS`` or the num
 measured from ``/proc/stat``-style system CPU times minus this process's own (``psutil``). An idle machine keeps
 every thread; a busy one loses throughput in proportion to the CPU share lost instead of stalling at barriers.
 
-The thread count changes float rounding, not the sampled distribution; results are bit-reproducible only with a
+A decision is re-measured at most every 50 ms (``CpuShare.other_cores``). The thread count changes float rounding, not the sampled distribution; results are bit-reproducible only with a
 fixed count (``REA_THREADS=n`` or ``OMP_NUM_THREADS=1``, as the golden checks run).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 
@@ -41,6 +42,7 @@ class CpuShare:
         self._psutil = psutil
         self._process = psutil.Process()
         self._last = self._sample()
+        self._estimate = 0.0
 
     def _sample(self) -> tuple[float, float, float]:
         """(wall time, system busy CPU seconds, this process's CPU seconds)."""
@@ -50,15 +52,17 @@ class CpuShare:
         return time.monotonic(), busy, own
 
     def other_cores(self, min_window: float = 0.05) -> float:
-        """Average number of cores other processes kept busy since the last call (at least ``min_window`` s)."""
+        """Average number of cores other processes kept busy since the last measurement.
+
+        Within ``min_window`` seconds of the last measurement (a window too short to measure) the last estimate is
+        returned again, so calling this in a tight loop costs nothing; the first estimate is 0 (idle)."""
         t0, busy0, own0 = self._last
-        wait = min_window - (time.monotonic() - t0)
-        if wait > 0:
-            time.sleep(wait)
+        if time.monotonic() - t0 < min_window:
+            return self._estimate
         now = self._sample()
         self._last = now
-        elapsed = now[0] - t0
-        return max(0.0, ((now[1] - busy0) - (now[2] - own0)) / elapsed) if elapsed > 0 else 0.0
+        self._estimate = max(0.0, ((now[1] - busy0) - (now[2] - own0)) / (now[0] - t0))
+        return self._estimate
 
 
 _SHARE: CpuShare | None = None
@@ -100,3 +104,15 @@ def torch_threads(n: int):
     finally:
         if n != old:
             torch.set_num_threads(old)
+
+
+def adaptive_threads(method):
+    """Decorate a model-calling method of an object with a ``device`` attribute so it runs with
+    :func:`decode_threads` threads."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with torch_threads(decode_threads(self.device)):
+            return method(self, *args, **kwargs)
+
+    return wrapper

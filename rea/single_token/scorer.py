@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from rea.lm.threads import adaptive_threads
+
 
 class Scorer:
     """Last-position logits of a (possibly truncated) llama model.
@@ -77,16 +79,19 @@ class Scorer:
         """Last-position logits ``[B, V]`` from ``embeds[B, k, H]`` (differentiable)."""
         return self.unembed(self.hidden_from_embeds(embeds))
 
+    @adaptive_threads
     @torch.inference_mode()
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
         """Last-position logits ``[B, V]`` of ``tokens[B, k]`` (no gradients)."""
         return self.from_embeds(self.embed(tokens)).float()
 
+    @adaptive_threads
     @torch.inference_mode()
     def hidden(self, tokens: torch.Tensor) -> torch.Tensor:
         """Final pre-unembedding activations ``[B, H]`` of ``tokens[B, k]``."""
         return self.hidden_from_embeds(self.embed(tokens)).float()
 
+    @adaptive_threads
     def target_grad(self, tokens: torch.Tensor, target: int):
         """One forward + backward: ``(logits[B, V], grad_e[B, k, H])`` with ``grad_e = ∂ℓ_t/∂e``.
 
