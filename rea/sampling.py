@@ -253,6 +253,9 @@ def gumbel_draw(logq: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     return block * size + (within.double() + noise[:, n_blocks:]).argmax(dim=-1)
 
 
+_RECHECK_THREADS = 16
+"""Positions between two thread-count decisions within one decode (:func:`rea.lm.threads.decode_threads`)."""
+
 _NOISE_CHUNK = 1 << 22
 """Noise values computed at once in the decode loop (positions are grouped up to this many B·P·(n_b + s))."""
 
@@ -304,6 +307,8 @@ def _draw_positions(lm, decoder, logits, u, state: _DecodeState, start: int, pro
     width = sum(gumbel_layout(logits.shape[-1]))
     chunk = max(1, _NOISE_CHUNK // (batch * width))
     for pos in range(start, length):
+        if (pos - start) % _RECHECK_THREADS == _RECHECK_THREADS - 1:  # long decodes follow the machine's load
+            torch.set_num_threads(decode_threads(state.tokens.device))
         if (pos - start) % chunk == 0:  # the Gumbel noise of the next `chunk` positions in one pass
             upto = min(length, pos + chunk)
             noise = position_noise(u[:, pos:upto].reshape(-1), width).view(batch, upto - pos, width)

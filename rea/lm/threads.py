@@ -42,7 +42,7 @@ class CpuShare:
         self._psutil = psutil
         self._process = psutil.Process()
         self._last = self._sample()
-        self._estimate = 0.0
+        self._estimate, self._measured = 0.0, False
 
     def _sample(self) -> tuple[float, float, float]:
         """(wall time, system busy CPU seconds, this process's CPU seconds)."""
@@ -55,10 +55,15 @@ class CpuShare:
         """Average number of cores other processes kept busy since the last measurement.
 
         Within ``min_window`` seconds of the last measurement (a window too short to measure) the last estimate is
-        returned again, so calling this in a tight loop costs nothing; the first estimate is 0 (idle)."""
+        returned again, so calling this in a tight loop costs nothing; only the first call waits ``min_window`` for
+        a first measurement."""
         t0, busy0, own0 = self._last
-        if time.monotonic() - t0 < min_window:
+        elapsed = time.monotonic() - t0
+        if elapsed < min_window and self._measured:
             return self._estimate
+        if elapsed < min_window:
+            time.sleep(min_window - elapsed)
+        self._measured = True
         now = self._sample()
         self._last = now
         self._estimate = max(0.0, ((now[1] - busy0) - (now[2] - own0)) / (now[0] - t0))
@@ -102,7 +107,7 @@ def torch_threads(n: int):
     try:
         yield
     finally:
-        if n != old:
+        if torch.get_num_threads() != old:  # the block may have changed it again
             torch.set_num_threads(old)
 
 
