@@ -308,7 +308,9 @@ def _draw_positions(lm, decoder, logits, u, state: _DecodeState, start: int, pro
     chunk = max(1, _NOISE_CHUNK // (batch * width))
     for pos in range(start, length):
         if (pos - start) % _RECHECK_THREADS == _RECHECK_THREADS - 1:  # long decodes follow the machine's load
-            torch.set_num_threads(decode_threads(state.tokens.device))
+            n_threads = decode_threads(state.tokens.device)
+            if n_threads != torch.get_num_threads():
+                torch.set_num_threads(n_threads)
         if (pos - start) % chunk == 0:  # the Gumbel noise of the next `chunk` positions in one pass
             upto = min(length, pos + chunk)
             noise = position_noise(u[:, pos:upto].reshape(-1), width).view(batch, upto - pos, width)

@@ -10,7 +10,7 @@ from rea.tps.mbar import (
     MIN_CHAINS_T, ChainCountWarning, Prepared, analytic_mbar, effective_counts, prepare, tps_mbar, tps_samples,
     tps_tokens,
 )
-from rea.tps.move import (draw_move, forward_shooting_move, forward_shooting_moves, metropolis_accept,
+from rea.tps.move import (draw_move, forward_shooting_moves, metropolis_accept,
                           select_shooting_points, shoot_forward)
 from rea.tps.records import RECORD_COLUMNS, TPSResult
 from rea.tps.run import run_tps, run_tps_many
@@ -21,7 +21,7 @@ __all__ = [
     "TPSConfig", "run_tps", "run_tps_many", "TPSResult", "load_tps", "read_checkpoint", "CHECKPOINT", "CHECKPOINT_FORMAT",
     "RECORD_COLUMNS",
     # the forward-shooting move
-    "forward_shooting_move", "forward_shooting_moves", "draw_move", "select_shooting_points", "shoot_forward", "metropolis_accept",
+    "forward_shooting_moves", "draw_move", "select_shooting_points", "shoot_forward", "metropolis_accept",
     # analysis (rea.tps.mbar)
     "tps_samples", "tps_mbar", "tps_tokens", "Prepared", "prepare", "effective_counts", "analytic_mbar",
     "ChainCountWarning", "MIN_CHAINS_T",

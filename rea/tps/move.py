@@ -1,6 +1,7 @@
 r"""The forward-shooting move of TPS [REA §3.4, Alg. 2], in three parts as in OpenPathSampling: the shooting-point
 selection (:func:`select_shooting_points`), the move itself (:func:`shoot_forward`) and the Metropolis acceptance
-(:func:`metropolis_accept`); :func:`forward_shooting_moves` does all three for the chains of one or several runs as one batch.
+(:func:`metropolis_accept`); :func:`forward_shooting_moves` does all three for the chains of one or several runs
+as one batch.
 
 For a bias λ the target is p_λ(x) = Z(λ)^{-1} e^{-λ φ(x)} p_M(x) over completions x of fixed length L. From x draw a
 cut c uniformly in {0, …, L−1}, keep x_{<c} and regenerate x'_{≥c} from the model at temperature 1 (``c = 0``
@@ -95,10 +96,3 @@ def forward_shooting_moves(lm, prompt: str, prompt_ids, chains: list[dict]) -> l
         moves.append(Move(cut_r, new_tokens[lo:hi], new_logp[lo:hi], phi_proposed, accepted))
         lo = hi
     return moves
-
-
-def forward_shooting_move(lm, prompt: str, prompt_ids, observable, tokens, logp, phi, lam, rng) -> Move:
-    """Propose and accept or reject one move of each of B chains in the states ``tokens``, ``logp`` ``[B, L]``,
-    ``phi [B]`` at biases ``lam [B]`` (:func:`forward_shooting_moves` for one run)."""
-    chain = {"tokens": tokens, "logp": logp, "phi": phi, "lam": lam, "observable": observable, "rng": rng}
-    return forward_shooting_moves(lm, prompt, prompt_ids, [chain])[0]
