@@ -429,7 +429,7 @@ def score(lm, prompt: str | list[int], tokens, lengths=None, batch_size: int | N
     under another proposal, e.g. in a mixture). One forward pass over prompt + completion per batch;
     ``logits[:, P−1+τ]`` scores completion token τ.
     """
-    tokens = np.asarray(tokens, dtype=np.int64)
+    tokens = np.array(tokens, dtype=np.int64)  # a copy: torch refuses read-only arrays (e.g. Parquet columns)
     if tokens.ndim != 2 or tokens.shape[1] == 0:
         raise ValueError(f"tokens must be a 2-D array [N, L] with L ≥ 1, got shape {tokens.shape}")
     prompt_ids = encode_prompt(lm, prompt, tokens.shape[1]) if isinstance(prompt, str) else list(prompt)

@@ -138,3 +138,29 @@ def test_embedded_model_fast_decoder_matches_hf():
     assert (torch.stack(out, 1) - ref[:, P - 1 :]).abs().max().item() < 1e-3
     s = sample(lm, prompt, n=8, length=24, seed=0, progress=False)
     assert np.abs(score(lm, prompt, s.tokens).sum(1) - s.logp.sum(1)).max() < 1e-4
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_rows_at_their_own_positions_equal_hf_forward(name):
+    """step_rows (continuous batching): rows advance at different paces, and a row restarts at an earlier position
+    after its keys and values are restored from a store; every logit equals HF's full forward pass."""
+    model = random_llama(**CONFIGS[name])
+    B, P, n = 4, 5, 10
+    ids = torch.randint(0, VOCAB, (B, P + n), generator=torch.Generator().manual_seed(2))
+    ids[:, :P] = ids[0, :P]
+    with torch.inference_mode():
+        ref = model(ids).logits
+    dec = LlamaDecoder(model, B, max_length=P + 2)  # too short: the cache grows while rows sit at other positions
+    dec.prefill(ids[:, :P])
+    store = dec.cache_store(P)
+    rows = torch.arange(B)
+    pos, err = torch.full((B,), P - 1), []
+    for k in range(3 * n):
+        advance = (k % (rows + 1) == 0) & (pos < P + n - 2)  # row r moves every (r+1)-th step
+        pos = torch.where(advance, pos + 1, pos)
+        if k == n:  # row 0 restarts right after the prompt: restore its kept positions, feed the last prompt token
+            dec.restore_rows(store, [0], [P - 1])
+            pos[0] = P - 1
+        err.append((dec.step_rows(ids[rows, pos], pos) - ref[rows, pos]).abs().max().item())
+    assert dec.cache.shape[-2] >= P + n - 1
+    assert max(err) < 1e-4, err

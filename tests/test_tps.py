@@ -130,7 +130,8 @@ def test_resume_is_bit_identical(lm, tmp_path):
     part = run_tps(lm, c, tmp_path / "b", progress=False, max_steps=7)
     assert not part.complete and len(part.records) == 7 * 6
     ck = read_checkpoint(tmp_path / "b")
-    assert ck["t"] == 7 and not ck["done"] and ck["tokens"].shape == (6, c.length)
+    assert [chain["t"] for chain in ck["chains"]] == [7] * 6 and not ck["done"]
+    assert all(chain["tokens"].shape == (c.length,) for chain in ck["chains"])
     assert not (tmp_path / "b" / "records.parquet").exists()
     part2 = run_tps(lm, c, tmp_path / "b", resume=True, progress=False, max_steps=3)  # a second interruption
     assert len(part2.records) == 10 * 6
@@ -170,6 +171,40 @@ def test_runs_batched_together_equal_each_run_alone(tmp_path):
         run_tps_many(toy, configs, [tmp_path / "e", tmp_path / "e"], progress=False)
 
 
+def fast_char_llama():
+    """The tests' char-level llama through the fast decoder, whose per-row positions allow continuous batching."""
+    from rea.lm.models import HFLanguageModel
+
+    base = char_llama(initializer_range=0.3)
+    return HFLanguageModel(base.model, base.tokenizer, name="char-llama", fast_decode=True)
+
+
+def test_continuous_batching_equals_lockstep(tmp_path):
+    """Each chain draws its moves from its own RNG, so continuous batching (rows on their own moves, kept keys and
+    values restored per move) gives the lockstep run's records -- here with a stop and resume in the middle of the
+    continuous run, schedules of unequal length and two runs in one batch."""
+    from rea.tps.shooting import ContinuousShooter, make_shooter
+
+    lm = fast_char_llama()
+    configs = [cfg(length=12, n_steps=6, n_chains=4, checkpoint_every=3),
+               cfg(length=12, lambdas_pos=[0.2], lambdas_neg=[-0.2, -0.6], n_steps=6, n_chains=2, seed=3,
+                   observable="logprob", checkpoint_every=5)]
+    assert isinstance(make_shooter(lm, [1, 2], np.zeros((2, 12), int), np.zeros((2, 12))), ContinuousShooter)
+    lockstep = run_tps_many(lm, configs, [tmp_path / "l0", tmp_path / "l1"], progress=False, batching="lockstep")
+    dirs = [tmp_path / "c0", tmp_path / "c1"]
+    part = run_tps_many(lm, configs, dirs, progress=False, max_steps=7, batching="continuous")
+    assert [len(r.records) for r in part] == [7 * 8, 6 * 2 + 7 * 2]
+    continuous = run_tps_many(lm, configs, dirs, resume=True, progress=False, batching="continuous")
+    for a, b in zip(lockstep, continuous):
+        assert b.complete and 0.2 < b.records["accepted"].mean() < 1
+        pd.testing.assert_frame_equal(a.records, b.records, check_exact=False, rtol=1e-5, atol=1e-5)
+        assert np.array_equal(a.final.tokens, b.final.tokens)
+    with pytest.raises(ValueError, match="batching must be one of"):
+        run_tps(lm, configs[0], tmp_path / "x", progress=False, batching="eager")
+    with pytest.raises(ValueError, match="batching='continuous' needs a decoder with per-row positions"):
+        run_tps(char_llama(), configs[0], tmp_path / "y", progress=False, batching="continuous")
+
+
 def test_keyboard_interrupt_checkpoints_a_valid_state(lm, tmp_path):
     calls = {"n": 0, "raise_at": 9}
 
@@ -183,7 +218,8 @@ def test_keyboard_interrupt_checkpoints_a_valid_state(lm, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run_tps(lm, c, tmp_path / "b", progress=False)
     ck = read_checkpoint(tmp_path / "b")  # loads: a complete, consistent checkpoint
-    assert ck["t"] == 7  # call 1 is the initial samples, calls 2..8 are steps 0..6, step 7 was interrupted
+    # call 1 is the initial samples, calls 2..8 are the (lockstep) moves 0..6, move 7 was interrupted
+    assert [chain["t"] for chain in ck["chains"]] == [7] * 6
     calls["raise_at"] = -1
     resumed = run_tps(lm, c, tmp_path / "b", resume=True, progress=False)
     full = run_tps(lm, c, tmp_path / "a", progress=False)
@@ -219,13 +255,13 @@ def test_damaged_checkpoint_is_a_one_line_error(lm, tmp_path, damage):
 
 
 def test_old_checkpoint_format_is_a_one_line_error(lm, tmp_path):
-    """A checkpoint of format /1 (records column ``lambda``) is not resumed into a run with column ``lam``."""
+    """A checkpoint of format /2 (one RNG per run, chains in lockstep) is not resumed by per-chain RNGs."""
     run_tps(lm, cfg(), tmp_path, progress=False, max_steps=2)
     ckpt = read_checkpoint(tmp_path)
-    assert ckpt["format"] == CHECKPOINT_FORMAT == "rea.tps.checkpoint/2"
-    storage.atomic_pickle({**ckpt, "format": "rea.tps.checkpoint/1"}, tmp_path / CHECKPOINT)
+    assert ckpt["format"] == CHECKPOINT_FORMAT == "rea.tps.checkpoint/3"
+    storage.atomic_pickle({**ckpt, "format": "rea.tps.checkpoint/2"}, tmp_path / CHECKPOINT)
     for call in (lambda: load_tps(tmp_path), lambda: run_tps(lm, cfg(), tmp_path, resume=True, progress=False)):
-        with pytest.raises(ValueError, match="is not a TPS checkpoint of format rea.tps.checkpoint/2") as info:
+        with pytest.raises(ValueError, match="is not a TPS checkpoint of format rea.tps.checkpoint/3") as info:
             call()
         assert "\n" not in str(info.value)
 

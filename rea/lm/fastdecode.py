@@ -260,8 +260,9 @@ class LlamaDecoder:
     # ------------------------------------------------------------------ the transformer
 
     def _rope_(self, qk: torch.Tensor, positions: torch.Tensor) -> None:
-        """Rotate ``qk[R, S, heads, d]`` in place: pairs (z_2j, z_2j+1) as complex numbers times e^{i t θ_j}."""
-        rot = self._rot[positions][:, None, :]  # [S, 1, d/2]
+        """Rotate ``qk[R, S, heads, d]`` in place: pairs (z_2j, z_2j+1) as complex numbers times e^{i t θ_j}, for
+        ``positions`` ``[S]`` (shared by the rows) or ``[R, S]`` (per row)."""
+        rot = self._rot[positions][..., None, :]  # [S, 1, d/2] or [R, S, 1, d/2]
         if qk.dtype in (torch.float32, torch.float64):
             z = torch.view_as_complex(qk.unflatten(-1, (-1, 2)))
             z.mul_(rot.to(z.dtype))
@@ -269,33 +270,55 @@ class LlamaDecoder:
             z = torch.view_as_complex(qk.float().unflatten(-1, (-1, 2)).contiguous()) * rot
             qk.copy_(torch.view_as_real(z).flatten(-2))
 
-    def _forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """Run tokens ``ids[R, S]`` at positions ``length .. length+S−1`` into cache rows ``0..R−1``.
+    def _attend(self, i: int, qkv: torch.Tensor, row_positions: torch.Tensor | None) -> torch.Tensor:
+        """Write layer ``i``'s keys and values of ``qkv[R, S, H + 2 H_kv, d]`` into the cache and attend -> ``[R S, H d]``.
 
-        S > 1 only for prefill (empty cache, causal attention). Returns the last position's logits ``[R, V]``.
+        Lockstep (``row_positions`` None): positions ``length .. length+S−1`` for every row, causal when S > 1
+        (prefill from position 0). Per row (S = 1): row r writes position ``row_positions[r]`` and attends to the
+        cache positions ≤ it (a mask over the cache's first max(row_positions)+1 positions).
+        """
+        w = self.w
+        R, S = qkv.shape[:2]
+        H, Hkv, d = w.n_heads, w.n_kv, w.head_dim
+        kv = self.cache[i, :, :R]  # [2, R, H_kv, T, d]
+        new = qkv[:, :, H:].unflatten(2, (2, Hkv)).permute(2, 0, 3, 1, 4)  # [2, R, H_kv, S, d]
+        if row_positions is not None:
+            rows = torch.arange(R, device=self.device)
+            kv[:, rows, :, row_positions] = new[:, :, :, 0].transpose(0, 1)  # index dims first: [R, 2, H_kv, d]
+            t1 = int(row_positions.max()) + 1
+            mask = (torch.arange(t1, device=self.device)[None, :] <= row_positions[:, None])[:, None, None, :]
+        else:
+            t0, t1 = self.length, self.length + S
+            kv[:, :, :, t0:t1] = new
+            mask = None
+        keys, values = kv[0, :, :, :t1], kv[1, :, :, :t1]  # [R, H_kv, t1, d]
+        if S == 1:  # the G query heads of a KV head attend as G "query positions" of one head
+            q = qkv[:, 0, :H].view(R, Hkv, H // Hkv, d)
+            a = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=1.0)  # [R, H_kv, G, d]
+        else:  # prefill from position 0: causal
+            q = qkv[:, :, :H].transpose(1, 2)  # [R, H, S, d]
+            a = F.scaled_dot_product_attention(q, keys, values, is_causal=True, scale=1.0, enable_gqa=True)
+            a = a.transpose(1, 2)  # [R, S, H, d]
+        return a.reshape(R * S, H * d)
+
+    def _forward(self, ids: torch.Tensor, row_positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Run tokens ``ids[R, S]`` into cache rows ``0..R−1`` at positions ``length .. length+S−1`` (lockstep), or
+        at ``row_positions[R]`` (S = 1, one position per row). S > 1 only for prefill (empty cache, causal
+        attention). Returns the last position's logits ``[R, V]``.
         """
         w = self.w
         R, S = ids.shape
         H, Hkv, d = w.n_heads, w.n_kv, w.head_dim
-        t0, t1 = self.length, self.length + S
-        positions = torch.arange(t0, t1, device=self.device)
+        if row_positions is None:
+            positions = torch.arange(self.length, self.length + S, device=self.device)
+        else:
+            positions = row_positions[:, None]  # [R, 1]: each row's RoPE angle
         x = F.embedding(ids, w.embed).reshape(R * S, -1)  # [R S, D]
         for i, L in enumerate(w.layers):
             h = F.rms_norm(x, x.shape[-1:], L.ln1, w.eps)
             qkv = L.qkv(h).view(R, S, H + 2 * Hkv, d)
             self._rope_(qkv[:, :, : H + Hkv], positions)
-            kv = self.cache[i, :, :R]  # [2, R, H_kv, T, d]
-            kv[:, :, :, t0:t1] = qkv[:, :, H:].unflatten(2, (2, Hkv)).permute(2, 0, 3, 1, 4)
-            keys, values = kv[0, :, :, :t1], kv[1, :, :, :t1]  # [R, H_kv, t1, d]
-            if S == 1:  # the G query heads of a KV head attend as G "query positions" of one head
-                q = qkv[:, 0, :H].view(R, Hkv, H // Hkv, d)
-                a = F.scaled_dot_product_attention(q, keys, values, scale=1.0)  # [R, H_kv, G, d]
-            else:  # prefill from position 0: causal
-                q = qkv[:, :, :H].transpose(1, 2)  # [R, H, S, d]
-                a = F.scaled_dot_product_attention(q, keys, values, is_causal=True, scale=1.0, enable_gqa=True)
-                a = a.transpose(1, 2)  # [R, S, H, d]
-            a = a.reshape(R * S, H * d)
-            x = L.o(a, residual=x)
+            x = L.o(self._attend(i, qkv, row_positions), residual=x)
             h = F.rms_norm(x, x.shape[-1:], L.ln2, w.eps)
             gate, up = L.gate_up(h).chunk(2, dim=-1)
             x = L.down(F.silu(gate, inplace=True).mul_(up), residual=x)
@@ -336,3 +359,40 @@ class LlamaDecoder:
         logits = self._forward(tokens.to(self.device).long().view(-1, 1))
         self.length += 1
         return logits
+
+    @torch.inference_mode()
+    def step_rows(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Continuous batching: feed ``tokens[B]`` at per-row cache positions ``positions[B]`` (each row attends to
+        its own positions ≤ its position) and return the logits ``[B, V]`` of each row's next position.
+
+        Rows advance independently: a row may restart at an earlier position (its later cache entries are then
+        stale and masked until overwritten). ``length`` becomes the number of positions any row has written (what a
+        growing cache keeps).
+        """
+        if self.cache is None:
+            raise RuntimeError("call prefill before step_rows")
+        positions = positions.to(self.device).long()
+        top = int(positions.max()) + 1
+        self._ensure(top)
+        logits = self._forward(tokens.to(self.device).long().view(-1, 1), positions)
+        self.length = max(self.length, top)
+        return logits
+
+    @torch.inference_mode()
+    def cache_store(self, n_positions: int) -> torch.Tensor:
+        """A copy of the cache's first ``n_positions`` positions, ``[layers, 2, B, H_kv, n, d]``: a store of the rows'
+        committed keys and values that :meth:`save_rows` and :meth:`restore_rows` exchange with the cache."""
+        return self.cache[..., :n_positions, :].clone()
+
+    @torch.inference_mode()
+    def save_rows(self, store: torch.Tensor, rows, starts, stop: int) -> None:
+        """``store[.., r, :, a_r:stop] = cache[.., r, :, a_r:stop]`` for each row r of ``rows`` and start a_r of
+        ``starts``."""
+        for r, a in zip(rows, starts):
+            store[:, :, r, :, a:stop] = self.cache[:, :, r, :, a:stop]
+
+    @torch.inference_mode()
+    def restore_rows(self, store: torch.Tensor, rows, stops) -> None:
+        """``cache[.., r, :, :b_r] = store[.., r, :, :b_r]`` for each row r of ``rows`` and stop b_r of ``stops``."""
+        for r, b in zip(rows, stops):
+            self.cache[:, :, r, :, :b] = store[:, :, r, :, :b]

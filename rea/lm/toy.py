@@ -148,6 +148,20 @@ class _ToyDecoder:
         """``tokens[B]`` -> logits ``[B, V]`` = float32 log A[tokens]."""
         return self.table[tokens.to(self.table.device)]
 
+    def step_rows(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Continuous batching (rows at their own positions): the logits depend on the last token only, so this is
+        :meth:`step`."""
+        return self.step(tokens)
+
+    def cache_store(self, n_positions: int) -> None:
+        """No keys and values to keep: the Markov state is the fed token."""
+
+    def save_rows(self, store, rows, starts, stop) -> None:
+        """Nothing to save (see :meth:`cache_store`)."""
+
+    def restore_rows(self, store, rows, stops) -> None:
+        """Nothing to restore (see :meth:`cache_store`)."""
+
 
 class ToyLM:
     """Exactly solvable Markov LM behind the :class:`rea.lm.models.LanguageModel` interface.

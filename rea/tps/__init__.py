@@ -1,8 +1,10 @@
 """Transition path sampling: annealed forward-shooting chains and their MBAR analysis.
 
-:mod:`rea.tps.config` (:class:`TPSConfig`), :mod:`rea.tps.move` (the forward-shooting move), :mod:`rea.tps.run`
-(:func:`run_tps`, and :func:`run_tps_many` for several runs as one batch), :mod:`rea.tps.records` (the records, :class:`TPSResult`), :mod:`rea.tps.store` (checkpoint and
-files, :func:`load_tps`), :mod:`rea.tps.mbar` (:func:`tps_mbar`: from records to tail probabilities).
+:mod:`rea.tps.config` (:class:`TPSConfig`), :mod:`rea.tps.move` (the forward-shooting move),
+:mod:`rea.tps.shooting` (the regenerations of many chains through one decoder: continuous batching),
+:mod:`rea.tps.run` (:func:`run_tps`, and :func:`run_tps_many` for several runs as one batch), :mod:`rea.tps.records`
+(the records, :class:`TPSResult`), :mod:`rea.tps.store` (checkpoint and files, :func:`load_tps`),
+:mod:`rea.tps.mbar` (:func:`tps_mbar`: from records to tail probabilities).
 """
 
 from rea.tps.config import TPSConfig
@@ -10,8 +12,7 @@ from rea.tps.mbar import (
     MIN_CHAINS_T, ChainCountWarning, Prepared, analytic_mbar, effective_counts, prepare, tps_mbar, tps_samples,
     tps_tokens,
 )
-from rea.tps.move import (draw_move, forward_shooting_moves, metropolis_accept,
-                          select_shooting_points, shoot_forward)
+from rea.tps.move import draw_move, metropolis_accept, select_shooting_points
 from rea.tps.records import RECORD_COLUMNS, TPSResult
 from rea.tps.run import run_tps, run_tps_many
 from rea.tps.store import CHECKPOINT, CHECKPOINT_FORMAT, load_tps, read_checkpoint
@@ -21,7 +22,7 @@ __all__ = [
     "TPSConfig", "run_tps", "run_tps_many", "TPSResult", "load_tps", "read_checkpoint", "CHECKPOINT", "CHECKPOINT_FORMAT",
     "RECORD_COLUMNS",
     # the forward-shooting move
-    "forward_shooting_moves", "draw_move", "select_shooting_points", "shoot_forward", "metropolis_accept",
+    "draw_move", "select_shooting_points", "metropolis_accept",
     # analysis (rea.tps.mbar)
     "tps_samples", "tps_mbar", "tps_tokens", "Prepared", "prepare", "effective_counts", "analytic_mbar",
     "ChainCountWarning", "MIN_CHAINS_T",

@@ -14,25 +14,28 @@ from p_M.
 Annealing and batching
 ----------------------
 Each direction (positive and negative biases) has its own schedule λ_1, …, λ_K of strictly increasing |λ|; J chains
-per direction start from J direct samples of p_M and spend N steps at each bias, carrying their state from one bias
-to the next. All active chains of both directions advance together as one batch of B = 2J rows through
-:func:`rea.sampling.regenerate`, so one lockstep decode serves every chain. When the two schedules differ in length,
-the shorter direction's chains stop (and drop out of the batch) once their schedule is done.
+per direction start from J direct samples of p_M and spend N moves at each bias, carrying their state from one bias
+to the next. Every chain of the run (and of the other runs of :func:`run_tps_many`) is a row of one batch through
+the decoder. With continuous batching (:mod:`rea.tps.shooting`, the default where the decoder supports it) each row
+is on its own move: a chain whose proposal is complete is accepted or rejected and starts its next move at once,
+so chains advance at their own pace and each finishes its own schedule. Records are numbered per chain (move t of
+chain b, step s = t mod N of bias k = ⌊t/N⌋) and kept in step-major order, as a lockstep run writes them.
 
 Reproducibility and resumption
 ------------------------------
 Initial chains are ``rea.sampling.sample(lm, prompt, 2J, L, seed)`` (rows 0..J−1 the positive direction, J..2J−1
-the negative one). Every later random number -- cuts, the regeneration uniforms ``[B, L]`` and the acceptance
-uniforms -- comes, in that order per step, from one ``numpy.random.Generator(PCG64)`` seeded from ``seed``, whose
-``bit_generator.state`` is stored in every checkpoint. A run stopped (``max_steps`` or Ctrl-C) and resumed gives
-records identical to an uninterrupted run with the same seed. The files of a run are described in
+the negative one). Every later random number of chain b -- per move its cut, the regeneration uniforms ``[L]`` and
+the acceptance uniform -- comes from its own ``numpy.random.Generator(PCG64([seed, tag, b]))``, whose state is
+stored with the chain in every checkpoint. A chain's moves therefore do not depend on the batching or on the other
+chains, and a run stopped (``max_steps`` or Ctrl-C) and resumed gives records identical to an uninterrupted run with
+the same seed (up to the float rounding of a different batch of the model). The files of a run are described in
 :mod:`rea.tps.store`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -40,23 +43,30 @@ from tqdm.auto import tqdm
 
 from rea import storage
 from rea.arguments import check_positive_int
+from rea.lm.threads import decode_threads, torch_threads
 from rea.observables import evaluate
 from rea.sampling import encode_prompt, sample
 from rea.tps.config import TPSConfig
-from rea.tps.move import Move, forward_shooting_moves
-from rea.tps.records import SNAPSHOT_COLUMNS, TPSResult
+from rea.tps.move import draw_move, metropolis_accept
+from rea.tps.records import SNAPSHOT_COLUMNS, TPSResult, as_samples
+from rea.tps.shooting import BATCHING, make_shooter
 from rea.tps.store import (
-    ChainState, RunFiles, check_resumable, clear_run_dir, drop_stale_parts, load_tps, read_checkpoint,
-    state_of_checkpoint,
+    ChainState, RunFiles, chains_of_checkpoint, check_resumable, clear_run_dir, drop_stale_parts, load_tps,
+    read_checkpoint,
 )
 
-_RNG_TAG = 0x545053  # "TPS": keeps the move RNG's stream apart from the per-sequence sampling streams
+_RNG_TAG = 0x545053  # "TPS": keeps the move RNGs' streams apart from the per-sequence sampling streams
 
 
-@dataclass(frozen=True)
+def chain_rng(seed: int, chain: int) -> np.random.Generator:
+    """The move RNG of chain ``chain`` of a run seeded ``seed``: PCG64 seeded from (seed, tag, chain)."""
+    return np.random.Generator(np.random.PCG64([int(seed), _RNG_TAG, int(chain)]))
+
+
+@dataclasses.dataclass(frozen=True)
 class ChainRows:
-    """The rows of the batch: ``chain_ids [B]`` (positive direction 0..J−1, negative J..2J−1) and ``directions [B]``
-    (+1/−1) of every chain that runs, and each direction's bias schedule."""
+    """The chains of a run: ``chain_ids [B]`` (positive direction 0..J−1, negative J..2J−1), ``directions [B]``
+    (+1/−1) and each direction's bias schedule."""
 
     chain_ids: np.ndarray
     directions: np.ndarray
@@ -64,140 +74,178 @@ class ChainRows:
 
     @classmethod
     def of(cls, config: TPSConfig) -> "ChainRows":
-        """J rows per running direction, positive first."""
+        """J chains per running direction, positive first."""
         J, dirs = config.n_chains, config.directions
         chain_ids = np.concatenate([np.arange(J) + (0 if d > 0 else J) for d in dirs])
         directions = np.concatenate([np.full(J, d) for d in dirs]).astype(np.int8)
         return cls(chain_ids, directions, {1: config.lambdas_pos, -1: config.lambdas_neg})
 
-    def at_bias(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The rows whose schedule has a bias k, and that bias λ_k of each -> (rows ``[B_k]``, lam ``[B_k]``)."""
-        active = np.array([k < len(self.schedules[int(d)]) for d in self.directions])
-        rows = np.flatnonzero(active)
-        lam = np.array([self.schedules[int(self.directions[r])][k] for r in rows])
-        return rows, lam
-
-
-def _initial_state(lm, config: TPSConfig) -> tuple[ChainState, np.random.Generator]:
-    """2J direct samples of p_M (``sample(..., seed)``) as the chains' start, and the move RNG seeded from ``seed``."""
-    init = sample(lm, config.prompt, len(config.directions) * config.n_chains, config.length, seed=config.seed,
-                  progress=False)
-    phi = evaluate(config.observable, init)
-    rng = np.random.Generator(np.random.PCG64([config.seed, _RNG_TAG]))
-    return ChainState(init.tokens, init.logp, phi, 0, rng.bit_generator.state, []), rng
-
-
-def _accept(state: ChainState, rows: np.ndarray, move: Move) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The chains' tokens ``[B, L]``, logp ``[B, L]`` and φ ``[B]`` after the move: the proposal where accepted."""
-    tokens, logp, phi = state.tokens.copy(), state.logp.copy(), state.phi.copy()
-    ok = move.accepted
-    take = rows[ok]
-    tokens[take], logp[take], phi[take] = move.tokens[ok], move.logp[ok], move.phi_proposed[ok]
-    return tokens, logp, phi
-
-
-def _step(lm, config, chains, state, rows, lam, move, rng) -> tuple[ChainState, dict, dict | None]:
-    """Commit one move of the rows ``rows`` at step t = ``state.t`` -> (the next state, the step's record chunk
-    ``[B]``, its token snapshot or None); the end of a bias segment appends the chains' states to ``finals``."""
-    t = state.t
-    k, s = divmod(t, config.n_steps)
-    tokens, logp, phi = _accept(state, rows, move)
-    n = len(rows)
-    chain, direction = chains.chain_ids[rows], chains.directions[rows]
-    chunk = {
-        "t": np.full(n, t), "chain": chain, "direction": direction, "bias_index": np.full(n, k), "lam": lam,
-        "step": np.full(n, s), "cut": move.cut, "phi": phi[rows], "phi_proposed": move.phi_proposed,
-        "accepted": move.accepted, "logp": logp[rows].sum(1),
-    }
-    finals = state.finals
-    if s == config.n_steps - 1:
-        finals = finals + [{"tokens": tokens[rows], "logp": logp[rows], "chain": chain, "direction": direction,
-                            "bias_index": np.full(n, k), "lam": lam, "phi": phi[rows]}]
-    snapshot = None
-    if config.record_tokens_every and (s + 1) % config.record_tokens_every == 0:
-        snapshot = {**{c: chunk[c] for c in SNAPSHOT_COLUMNS if c != "text"},
-                    "tokens": [row.tolist() for row in tokens[rows]], "text": [lm.decode(row) for row in tokens[rows]]}
-    return ChainState(tokens, logp, phi, t + 1, rng.bit_generator.state, finals), chunk, snapshot
+    def schedule(self, i: int) -> tuple:
+        """The biases chain ``i`` (row of this run) anneals through."""
+        return self.schedules[int(self.directions[i])]
 
 
 class _Progress:
-    """The tqdm bar over global steps; postfix: the bias index and each direction's acceptance at this bias."""
+    """The tqdm bar over the run's moves; postfix: each direction's acceptance over its chains' recent moves."""
 
-    def __init__(self, config: TPSConfig, t0: int, show: bool):
+    def __init__(self, config: TPSConfig, total: int, done: int, show: bool):
         self.show, self.dirs = show, config.directions
-        self.bar = tqdm(total=config.total_steps, initial=t0, desc="TPS", unit="step", disable=not show)
-        self.acc = {d: [0, 0] for d in self.dirs}  # accepted, proposed at the current bias
+        self.bar = tqdm(total=total, initial=done, desc="TPS", unit="move", disable=not show)
+        self.recent = {d: deque(maxlen=20 * config.n_chains) for d in self.dirs}
 
-    def update(self, k: int, s: int, directions: np.ndarray, accepted: np.ndarray) -> None:
-        """Count the step's acceptances per direction (from 0 at the start of a bias) and advance the bar."""
-        if s == 0:
-            self.acc = {d: [0, 0] for d in self.dirs}
-        for d in self.dirs:
-            mask = directions == d
-            self.acc[d][0] += int(accepted[mask].sum())
-            self.acc[d][1] += int(mask.sum())
-        self.bar.update(1)
+    def update(self, directions: np.ndarray, accepted: np.ndarray) -> None:
+        """Count a batch of moves of the given directions and acceptances."""
+        for d, a in zip(directions.tolist(), accepted.tolist()):
+            self.recent[d].append(a)
+        self.bar.update(len(accepted))
         if self.show:
-            post = {"bias": k}
-            for d in self.dirs:
-                post["acc+" if d > 0 else "acc-"] = f"{self.acc[d][0] / max(1, self.acc[d][1]):.2f}"
-            self.bar.set_postfix(post, refresh=False)
+            self.bar.set_postfix({("acc+" if d > 0 else "acc-"): f"{np.mean(self.recent[d] or [0]):.2f}"
+                                  for d in self.dirs}, refresh=False)
 
     def close(self) -> None:
         """Close the bar (its last line keeps the final postfix)."""
         self.bar.close()
 
 
-@dataclass
 class _Run:
-    """One run in progress: its config, files, committed state, move RNG, the global step it stops at, its rows and
-    its progress bar."""
+    """One run in progress: its config, files, chains (:class:`ChainRows`), each chain's committed state and move
+    RNG, the move each chain stops at, its progress bar and the moves committed since the last checkpoint."""
 
-    config: TPSConfig
-    files: RunFiles
-    state: ChainState
-    rng: np.random.Generator
-    stop_at: int
-    chains: ChainRows | None = None
-    bar: _Progress | None = None
+    def __init__(self, config: TPSConfig, files: RunFiles, chains: list[ChainState], max_steps: int | None):
+        self.config, self.files, self.chains = config, files, chains
+        self.rows = ChainRows.of(config)
+        self.rngs = [c.rng() for c in chains]
+        self.total = np.array([len(self.rows.schedule(i)) * config.n_steps for i in range(len(chains))])
+        done = np.array([c.t for c in chains])
+        self.stop_at = self.total if max_steps is None else np.minimum(self.total, done + max_steps)
+        self.bar: _Progress | None = None
+        self.since_checkpoint = 0
+
+    def running(self, i: int) -> bool:
+        return self.chains[i].t < self.stop_at[i]
 
     @property
-    def running(self) -> bool:
-        return self.state.t < self.stop_at
+    def complete(self) -> bool:
+        return all(c.t >= n for c, n in zip(self.chains, self.total))
+
+    def draw(self, i: int) -> tuple[int, np.ndarray, float]:
+        """The next move of chain ``i`` from its RNG (:func:`rea.tps.move.draw_move`)."""
+        return draw_move(self.rngs[i], self.config.length)
+
+    def checkpoint(self) -> None:
+        self.files.checkpoint(self.chains, self.rows.chain_ids)
+        self.since_checkpoint = 0
+
+    def commit(self, lm, prompt_ids, members: np.ndarray, tokens, logp, moves: dict) -> np.ndarray:
+        """Accept or reject the completed moves of chains ``members [n]`` (proposals ``tokens``, ``logp`` ``[n, L]``,
+        their cut and acceptance uniform in ``moves``), record them and commit each chain -> accepted ``[n]``."""
+        cfg = self.config
+        phi_new = evaluate(cfg.observable, as_samples(lm, cfg.prompt, prompt_ids, tokens, logp))
+        t = np.array([self.chains[i].t for i in members])
+        k, s = np.divmod(t, cfg.n_steps)
+        lam = np.array([self.rows.schedule(i)[kk] for i, kk in zip(members, k)])
+        phi_old = np.array([self.chains[i].phi for i in members])
+        accepted = metropolis_accept(lam, phi_old, phi_new, np.array([moves[i][1] for i in members]))
+        new = [self._moved(i, tokens[j], logp[j], phi_new[j], accepted[j], kk, ss, lam[j], lm)
+               for j, (i, kk, ss) in enumerate(zip(members, k, s))]
+        chunk = {"t": t, "chain": self.rows.chain_ids[members], "direction": self.rows.directions[members],
+                 "bias_index": k, "lam": lam, "step": s, "cut": np.array([moves[i][0] for i in members]),
+                 "phi": np.array([c.phi for c in new]), "phi_proposed": phi_new, "accepted": accepted,
+                 "logp": np.array([c.logp.sum() for c in new])}
+        self.files.add(chunk, self._snapshot(lm, members, chunk, new))
+        for i, state in zip(members, new):
+            self.chains[i] = state  # one assignment per chain: an interrupt leaves each chain old or new
+        self.since_checkpoint += len(members)
+        self.bar.update(chunk["direction"], accepted)
+        return accepted
+
+    def _moved(self, i, tokens, logp, phi, accepted, k, s, lam, lm) -> ChainState:
+        """Chain ``i``'s state after its move (the proposal if accepted); the end of a bias segment adds a final."""
+        old = self.chains[i]
+        if accepted:
+            tokens, logp, phi = tokens, logp, float(phi)
+        else:
+            tokens, logp, phi = old.tokens, old.logp, old.phi
+        finals = old.finals
+        if s == self.config.n_steps - 1:
+            finals = finals + ({"tokens": tokens[None], "logp": logp[None], "chain": self.rows.chain_ids[[i]],
+                                "direction": self.rows.directions[[i]], "bias_index": np.array([k]),
+                                "lam": np.array([lam]), "phi": np.array([phi])},)
+        return ChainState(tokens, logp, phi, old.t + 1, self.rngs[i].bit_generator.state, finals)
+
+    def _snapshot(self, lm, members, chunk, new) -> dict | None:
+        """The token snapshot of the moves that end a ``record_tokens_every`` block of their bias segment."""
+        every = self.config.record_tokens_every
+        if not every:
+            return None
+        pick = np.flatnonzero((chunk["step"] + 1) % every == 0)
+        if not len(pick):
+            return None
+        return {**{c: chunk[c][pick] for c in SNAPSHOT_COLUMNS if c != "text"},
+                "tokens": [new[j].tokens.tolist() for j in pick], "text": [lm.decode(new[j].tokens) for j in pick]}
 
 
-def _advance(lm, prompt: str, prompt_ids, runs: list[_Run]) -> None:
-    """One step of every running run: all their chains move as one batch of the model, then each run records its
-    step and checkpoints every ``checkpoint_every`` steps."""
-    picks = []
+def _initial_chains(lm, config: TPSConfig) -> list[ChainState]:
+    """2J direct samples of p_M (``sample(..., seed)``) as the chains' start, each with its fresh move RNG."""
+    rows = ChainRows.of(config)
+    init = sample(lm, config.prompt, len(rows.chain_ids), config.length, seed=config.seed, progress=False)
+    phi = evaluate(config.observable, init)
+    return [ChainState(init.tokens[i], init.logp[i], float(phi[i]), 0,
+                       chain_rng(config.seed, c).bit_generator.state) for i, c in enumerate(rows.chain_ids)]
+
+
+def _start_moves(shooter, slots, runs, rows_to_start, pending: dict) -> None:
+    """Draw the next move of the chains in the batch rows ``rows_to_start`` and start them in the shooter."""
+    if not rows_to_start:
+        return
+    cuts, uniforms, tokens, logp = [], [], [], []
+    for g in rows_to_start:
+        run, i = slots[g]
+        cut, u, u_accept = run.draw(i)
+        pending[g] = (cut, u_accept)
+        cuts.append(cut)
+        uniforms.append(u)
+        tokens.append(run.chains[i].tokens)
+        logp.append(run.chains[i].logp)
+    shooter.start(rows_to_start, np.stack(tokens), np.stack(logp), np.array(cuts), np.stack(uniforms))
+
+
+def _run_moves(lm, prompt_ids, runs: list[_Run], batching: str) -> None:
+    """Move every chain of every run until it reaches its ``stop_at``: one shooter serves all chains; each
+    completed move is committed by its run, which checkpoints every ``checkpoint_every`` moves per chain."""
+    slots = [(run, i) for run in runs for i in range(len(run.chains))]
+    shooter = make_shooter(lm, prompt_ids, np.stack([r.chains[i].tokens for r, i in slots]),
+                           np.stack([r.chains[i].logp for r, i in slots]), batching)
+    pending: dict = {}
+    _start_moves(shooter, slots, runs, [g for g, (r, i) in enumerate(slots) if r.running(i)], pending)
+    while pending:
+        done, tokens, logp = shooter.advance()
+        restart = []
+        for run in runs:
+            take = np.array([j for j, g in enumerate(done) if slots[g][0] is run], dtype=np.int64)
+            if not len(take):
+                continue
+            members = np.array([slots[done[j]][1] for j in take])
+            moves = {slots[done[j]][1]: pending.pop(int(done[j])) for j in take}
+            accepted = run.commit(lm, prompt_ids, members, tokens[take], logp[take], moves)
+            shooter.accept(done[take][accepted])
+            restart += [int(done[j]) for j, i in zip(take, members) if run.running(i)]
+            if run.since_checkpoint >= run.config.checkpoint_every * len(run.chains) and not run.complete:
+                run.checkpoint()
+        _start_moves(shooter, slots, runs, restart, pending)
+
+
+def _run_all(lm, prompt_ids, runs: list[_Run], progress: bool, batching: str) -> None:
+    """:func:`_run_moves` with progress bars; on KeyboardInterrupt checkpoint every run, then re-raise."""
     for run in runs:
-        if run.running:
-            k, s = divmod(run.state.t, run.config.n_steps)
-            picks.append((run, k, s, *run.chains.at_bias(k)))
-    moves = forward_shooting_moves(lm, prompt, prompt_ids, [
-        {"tokens": run.state.tokens[rows], "logp": run.state.logp[rows], "phi": run.state.phi[rows], "lam": lam,
-         "observable": run.config.observable, "rng": run.rng} for run, _, _, rows, lam in picks])
-    for (run, k, s, rows, lam), move in zip(picks, moves):
-        next_state, chunk, snapshot = _step(lm, run.config, run.chains, run.state, rows, lam, move, run.rng)
-        run.files.add(chunk, snapshot)  # chunks first (filtered by t at checkpoint time), then the state at once
-        run.state = next_state
-        run.bar.update(k, s, run.chains.directions[rows], move.accepted)
-        if run.state.t % run.config.checkpoint_every == 0 and run.running:
-            run.files.checkpoint(run.state)
-
-
-def _run_steps(lm, prompt: str, prompt_ids, runs: list[_Run], progress: bool) -> None:
-    """Advance the runs step by step until each reaches its ``stop_at``; on KeyboardInterrupt checkpoint every run,
-    then re-raise."""
-    for run in runs:
-        run.chains, run.bar = ChainRows.of(run.config), _Progress(run.config, run.state.t, progress)
+        run.bar = _Progress(run.config, int(run.total.sum()), sum(c.t for c in run.chains), progress)
     try:
-        while any(run.running for run in runs):
-            _advance(lm, prompt, prompt_ids, runs)
+        with torch_threads(decode_threads(lm.device)):
+            _run_moves(lm, prompt_ids, runs, batching)
     except KeyboardInterrupt:
         for run in runs:
             run.bar.close()
-            run.files.checkpoint(run.state)
+            run.checkpoint()
         raise
     for run in runs:
         run.bar.close()
@@ -215,14 +263,13 @@ def _open_run(lm, config: TPSConfig, out_dir, prompt_ids, resume: bool, overwrit
             return load_tps(out_dir, lm=lm, config=config)
         drop_stale_parts(out_dir, ckpt["n_parts"])
         files = RunFiles(out_dir, config, ckpt["provenance"], prompt_ids, ckpt["n_parts"])
-        state, rng = state_of_checkpoint(ckpt)
+        chains = chains_of_checkpoint(ckpt)
     else:
         clear_run_dir(out_dir, overwrite)
         prov = storage.provenance(**config.to_dict(), kind="tps", prompt_ids=prompt_ids)
         files = RunFiles(out_dir, config, prov, prompt_ids, 0)
-        state, rng = _initial_state(lm, config)
-    stop_at = config.total_steps if max_steps is None else min(config.total_steps, state.t + max_steps)
-    return _Run(config, files, state, rng, stop_at)
+        chains = _initial_chains(lm, config)
+    return _Run(config, files, chains, max_steps)
 
 
 def _checked_config(lm, config) -> TPSConfig:
@@ -237,16 +284,18 @@ def _checked_config(lm, config) -> TPSConfig:
 
 
 def run_tps_many(lm, configs, out_dirs, resume=False, progress: bool = True, max_steps: int | None = None,
-                 overwrite: bool = False) -> list[TPSResult]:
+                 overwrite: bool = False, batching: str = "auto") -> list[TPSResult]:
     """Run (or resume) several independent TPS runs of one prompt at once, their chains as one batch per move.
 
     ``configs[i]`` runs into ``out_dirs[i]``; the other arguments are those of :func:`run_tps` and apply to every
-    run (``resume`` may also be one bool per run). All configs must share the prompt and the completion length. Each run draws from its own RNG and writes
-    its own files, so each gives what it gives alone (up to the float rounding of a larger batch of the model);
-    what is shared is the decode: a step of the model serves the rows of every run, which on a CPU costs little more
-    than serving one run's rows (SmolLM2, 2 cores: 68 ms for 8 rows or 16, 87 ms for 32). Runs with shorter
-    schedules finish first and leave the batch.
+    run (``resume`` may also be one bool per run). All configs must share the prompt and the completion length.
+    Each chain draws from its own RNG and each run writes its own files, so each run gives what it gives alone (up
+    to the float rounding of a larger batch of the model); what is shared is the decode: a step of the model serves
+    the rows of every run, which on a CPU costs little more than serving one run's rows (SmolLM2, 2 cores: 68 ms
+    for 8 rows or 16, 87 ms for 32). Chains that finish their schedule leave the batch.
     """
+    if batching not in BATCHING:
+        raise ValueError(f"batching must be one of {BATCHING}, got {batching!r}")
     configs = [_checked_config(lm, c) for c in configs]
     out_dirs = [Path(d) for d in out_dirs]
     if not configs or len(configs) != len(out_dirs):
@@ -265,12 +314,14 @@ def run_tps_many(lm, configs, out_dirs, resume=False, progress: bool = True, max
     opened = [_open_run(lm, c, d, prompt_ids, r, overwrite, max_steps)
               for c, d, r in zip(configs, out_dirs, resumes)]
     runs = [r for r in opened if isinstance(r, _Run)]
-    _run_steps(lm, configs[0].prompt, prompt_ids, runs, progress)
-    return [r.files.finish(lm, r.state) if isinstance(r, _Run) else r for r in opened]
+    if runs:
+        _run_all(lm, prompt_ids, runs, progress, batching)
+    return [r.files.finish(lm, r.chains, r.rows.chain_ids, r.complete) if isinstance(r, _Run) else r
+            for r in opened]
 
 
 def run_tps(lm, config: TPSConfig, out_dir, resume: bool = False, progress: bool = True, max_steps: int | None = None,
-            overwrite: bool = False) -> TPSResult:
+            overwrite: bool = False, batching: str = "auto") -> TPSResult:
     """Run (or resume) annealed forward-shooting TPS; see the module docstring for the algorithm.
 
     Parameters
@@ -280,16 +331,18 @@ def run_tps(lm, config: TPSConfig, out_dir, resume: bool = False, progress: bool
     out_dir : directory for the checkpoint, record parts and final Parquet files (:mod:`rea.tps.store`).
     resume : continue from ``out_dir/checkpoint.pkl``; the config must match the checkpoint's (up to
         ``checkpoint_every``). A finished run is loaded without computing anything.
-    progress : show a tqdm bar over global steps (postfix: bias index, acceptance per direction at this bias).
-    max_steps : stop after this many global steps of this call (checkpointing first) and return a partial result
-        (``complete=False``); resume later with ``resume=True``. A KeyboardInterrupt also checkpoints, then
+    progress : show a tqdm bar over the moves of all chains (postfix: recent acceptance per direction).
+    max_steps : stop each chain after this many moves of this call (checkpointing first) and return a partial
+        result (``complete=False``); resume later with ``resume=True``. A KeyboardInterrupt also checkpoints, then
         re-raises.
     overwrite : start afresh even if ``out_dir`` already holds a run (its files are replaced).
+    batching : ``"auto"`` (continuous batching where the model's decoder supports it, :mod:`rea.tps.shooting`),
+        ``"continuous"`` or ``"lockstep"``; the chains' moves are the same in each, only the speed differs.
 
     Returns
     -------
-    :class:`TPSResult`. Per step and chain: ``records`` has one row (total rows when complete:
+    :class:`TPSResult`. Per move and chain: ``records`` has one row (total rows when complete:
     Σ_k n_steps × (chains active at bias k), i.e. n_biases × n_steps × 2J for equal-length schedules).
     """
     return run_tps_many(lm, [config], [out_dir], resume=resume, progress=progress, max_steps=max_steps,
-                        overwrite=overwrite)[0]
+                        overwrite=overwrite, batching=batching)[0]

@@ -3,20 +3,21 @@ r"""The files of a TPS run in its output directory: the checkpoint, the record p
 
 Output directory
 ----------------
-``checkpoint.pkl``      current tokens, log-probs, φ, RNG state, position in the schedule, end-of-bias states
-                        (written atomically every ``checkpoint_every`` steps, on stop and at the end);
+``checkpoint.pkl``      every chain's tokens, log-probs, φ, moves done, move-RNG state and end-of-bias states
+                        (written atomically every ``checkpoint_every`` moves per chain, on stop and at the end);
 ``parts/``              per-step records (and token snapshots) since the start, one Parquet part per checkpoint;
 ``records.parquet``     all per-step records (tidy, one row per chain and step) with provenance, when done;
 ``final.parquet``       the state of every chain at the end of every bias (a Samples file, φ as a column);
 ``snapshots.parquet``   token snapshots every ``record_tokens_every`` steps, when asked for.
 
 A checkpoint of format :data:`CHECKPOINT_FORMAT` is a pickled dict: ``format``, ``config`` (:meth:`TPSConfig.to_dict`),
-``provenance``, ``prompt_ids``, the :class:`ChainState` (``t``, ``tokens``, ``logp``, ``phi``, ``rng_state``,
-``finals``), ``n_parts`` (record parts written so far) and ``done``.
+``provenance``, ``prompt_ids``, ``chains`` (one :class:`ChainState` per chain, as a dict, in chain-id order),
+``n_parts`` (record parts written so far) and ``done``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import shutil
 from dataclasses import dataclass
@@ -30,23 +31,37 @@ from rea.tps.config import TPSConfig
 from rea.tps.records import RECORD_DTYPES, TPSResult, final_samples, records_frame, snapshots_frame
 
 CHECKPOINT = "checkpoint.pkl"
-CHECKPOINT_FORMAT = "rea.tps.checkpoint/2"
-"""Format tag of the checkpoint; /2 names the λ column ``lam`` (/1 called it ``lambda``)."""
+CHECKPOINT_FORMAT = "rea.tps.checkpoint/3"
+"""Format tag of the checkpoint; /3 keeps one state and one move RNG per chain (/2 had one RNG per run and chains
+in lockstep; /1 called the λ column ``lambda``)."""
 FINISHED_FILES = ("records.parquet", "final.parquet", "snapshots.parquet")
 
 
 @dataclass(frozen=True)
 class ChainState:
-    """The committed state of every chain after global step ``t`` (replaced as a whole after each step, so an
-    interrupt never leaves it half-updated): ``tokens [B, L]``, per-token ``logp [B, L]``, ``phi [B]``, the move
-    RNG's ``bit_generator.state`` and the list of end-of-bias states reached so far (``finals``)."""
+    """The committed state of one chain after its first ``t`` moves (replaced as a whole after each move, so an
+    interrupt never leaves it half-updated): ``tokens [L]``, per-token ``logp [L]``, ``phi``, its move RNG's
+    ``bit_generator.state`` before its next move, and the end-of-bias states it has reached (``finals``: one dict
+    of arrays ``[1, ...]`` per bias, see :mod:`rea.tps.records`)."""
 
     tokens: np.ndarray
     logp: np.ndarray
-    phi: np.ndarray
+    phi: float
     t: int
     rng_state: dict
-    finals: list
+    finals: tuple = ()
+
+    def rng(self) -> np.random.Generator:
+        """The chain's move RNG, restored to :attr:`rng_state`."""
+        rng = np.random.Generator(np.random.PCG64())
+        rng.bit_generator.state = self.rng_state
+        return rng
+
+
+def all_finals(chains: list[ChainState]) -> list[dict]:
+    """The end-of-bias states of all chains, ordered by bias index, then chain id."""
+    finals = [f for c in chains for f in c.finals]
+    return sorted(finals, key=lambda f: (int(f["bias_index"][0]), int(f["chain"][0])))
 
 
 def read_checkpoint(out_dir) -> dict:
@@ -84,13 +99,9 @@ def check_resumable(ckpt: dict, config: TPSConfig, out_dir) -> None:
         )
 
 
-def state_of_checkpoint(ckpt: dict) -> tuple[ChainState, np.random.Generator]:
-    """The chains' state stored in a checkpoint and the move RNG restored to its stored state."""
-    rng = np.random.Generator(np.random.PCG64())
-    rng.bit_generator.state = ckpt["rng_state"]
-    state = ChainState(ckpt["tokens"], ckpt["logp"], ckpt["phi"], ckpt["t"], rng.bit_generator.state,
-                       list(ckpt["finals"]))
-    return state, rng
+def chains_of_checkpoint(ckpt: dict) -> list[ChainState]:
+    """The chains' states stored in a checkpoint, in chain-id order."""
+    return [ChainState(**c) for c in ckpt["chains"]]
 
 
 def drop_stale_parts(out_dir: Path, n_parts: int) -> None:
@@ -143,27 +154,27 @@ class RunFiles:
         if snapshot is not None:
             self.snapshots.append(snapshot)
 
-    def checkpoint(self, state: ChainState, done: bool = False) -> None:
-        """Write the buffered chunks of steps before ``state.t`` as the next part, then the checkpoint (atomically).
+    def checkpoint(self, chains: list[ChainState], chain_ids: np.ndarray, done: bool = False) -> None:
+        """Write the buffered record rows of committed moves as the next part, then the checkpoint (atomically).
 
-        Chunks of a step not yet committed to ``state`` (an interrupt between the two) are dropped: the resumed run
-        redoes that step with the same random numbers.
+        ``chains[i]`` is the state of chain ``chain_ids[i]``. Rows of a move not yet committed to its chain (an
+        interrupt between the two) are dropped: the resumed run redoes that move with the same random numbers.
         """
-        chunks = [c for c in self.records if c["t"][0] < state.t]
-        snap_chunks = [c for c in self.snapshots if c["t"][0] < state.t]
-        if chunks:
+        moves_done = dict(zip(np.asarray(chain_ids).tolist(), (c.t for c in chains)))
+        records = _committed(records_frame(self.records), moves_done) if self.records else None
+        snaps = _committed(snapshots_frame(self.snapshots), moves_done) if self.snapshots else None
+        if records is not None and len(records):
             parts = self.out_dir / "parts"
             parts.mkdir(exist_ok=True)
-            storage.save_table(records_frame(chunks), parts / f"records-{self.n_parts:06d}.parquet")
-            if snap_chunks:
-                storage.save_table(snapshots_frame(snap_chunks), parts / f"snapshots-{self.n_parts:06d}.parquet")
+            storage.save_table(records, parts / f"records-{self.n_parts:06d}.parquet")
+            if snaps is not None and len(snaps):
+                storage.save_table(snaps, parts / f"snapshots-{self.n_parts:06d}.parquet")
             self.n_parts += 1
         storage.atomic_pickle(
             {
                 "format": CHECKPOINT_FORMAT, "config": self.config.to_dict(), "provenance": self.provenance,
-                "prompt_ids": self.prompt_ids, "t": state.t, "tokens": state.tokens, "logp": state.logp,
-                "phi": state.phi, "rng_state": state.rng_state, "n_parts": self.n_parts, "finals": state.finals,
-                "done": done,
+                "prompt_ids": self.prompt_ids, "chains": [dataclasses.asdict(c) for c in chains],
+                "n_parts": self.n_parts, "done": done,
             },
             self.out_dir / CHECKPOINT,
         )
@@ -174,12 +185,11 @@ class RunFiles:
         return assemble_result(lm, self.config, self.out_dir, self.prompt_ids, self.provenance, self.n_parts,
                                finals, complete)
 
-    def finish(self, lm, state: ChainState) -> TPSResult:
-        """Checkpoint; for a complete run also write the finished tables, mark the checkpoint done and delete the
-        parts. Returns the run's :class:`TPSResult`."""
-        complete = state.t >= self.config.total_steps
-        self.checkpoint(state)
-        result = self.result(lm, state.finals, complete)
+    def finish(self, lm, chains: list[ChainState], chain_ids: np.ndarray, complete: bool) -> TPSResult:
+        """Checkpoint; for a ``complete`` run also write the finished tables, mark the checkpoint done and delete
+        the parts. Returns the run's :class:`TPSResult`."""
+        self.checkpoint(chains, chain_ids)
+        result = self.result(lm, all_finals(chains), complete)
         if not complete:
             return result
         prov = self.provenance
@@ -187,17 +197,30 @@ class RunFiles:
         storage.save_samples(result.final, self.out_dir / "final.parquet", prov, {"phi": result.final.meta["phi"]})
         if result.snapshots is not None:
             storage.save_table(result.snapshots, self.out_dir / "snapshots.parquet", prov)
-        self.checkpoint(state, done=True)
+        self.checkpoint(chains, chain_ids, done=True)
         shutil.rmtree(self.out_dir / "parts", ignore_errors=True)
         return result
 
 
+def _committed(frame: pd.DataFrame, moves_done: dict) -> pd.DataFrame:
+    """The rows of ``frame`` whose move t is one its chain has committed (t < moves done by the chain)."""
+    done = frame["chain"].map(moves_done).to_numpy()
+    return frame[frame["t"].to_numpy() < done]
+
+
+def _in_order(frame: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Rows in step-major order (t, then chain id), the order a lockstep run writes them in."""
+    if frame is None:
+        return None
+    return frame.sort_values(["t", "chain"], kind="stable").reset_index(drop=True)
+
+
 def assemble_result(lm, config, out_dir, prompt_ids, provenance, n_parts, finals, complete) -> TPSResult:
     """A :class:`TPSResult` from the record and snapshot parts of ``out_dir`` and the final states ``finals``."""
-    records = read_parts(out_dir, "records", n_parts)
+    records = _in_order(read_parts(out_dir, "records", n_parts))
     if records is None:
         records = records_frame([])
-    snapshots = read_parts(out_dir, "snapshots", n_parts)
+    snapshots = _in_order(read_parts(out_dir, "snapshots", n_parts))
     final = final_samples(lm, config, prompt_ids, finals)
     return TPSResult(config, records, final, provenance, snapshots, complete, out_dir)
 
@@ -231,4 +254,4 @@ def load_tps(out_dir, lm=None, config: TPSConfig | None = None) -> TPSResult:
         snapshots = storage.load_table(snap_path)[0] if snap_path.exists() else None
         return TPSResult(config, records, final, prov, snapshots, True, out_dir)
     return assemble_result(lm, config, out_dir, ckpt["prompt_ids"], ckpt["provenance"], ckpt["n_parts"],
-                           ckpt["finals"], complete=False)
+                           all_finals(chains_of_checkpoint(ckpt)), complete=False)
