@@ -4,12 +4,14 @@
    uses: 8 (TPS chains), 64 and 256 rows, 24 new tokens (the quick profile's length) and, at batch 64, 64 tokens.
    Runs alternate (sampler, generate, sampler through the generic HF decoder, ...) after a warm-up of each; the
    median of the repeats is reported, so load from other processes hits all three alike.
-2. TPS at the book's quick shape (chapter 4's ARI and Log-Prob runs as one batch: L = 24, 4 chains per direction,
-   both directions, 16 rows) for
-   ``--tps-steps`` steps: generated tokens per second (Σ over moves of the regenerated suffix, L − cut) over the
-   sampler's batch-64 tokens/s, and the same run with one competing CPU-bound process over without.
+2. TPS at the book's quick shape -- chapter 4's four runs as one batch, as the book runs them: ARI and Log-Prob,
+   each annealed (4 chains per direction, both directions: 8 rows) and by replica exchange (4 ladders × 6 biases: 24
+   rows), L = 24, 64 rows in all, continuous batching (:mod:`rea.tps.shooting`) -- for ``--tps-steps`` moves per
+   row: generated tokens per second (Σ over moves of the regenerated suffix, L − cut; the initial samples are not
+   counted, their time is) over the sampler's batch-64 tokens/s, and the same run with one competing CPU-bound
+   process over without. ``--tps-batching lockstep`` times the lockstep shooter instead.
 
-    .venv/bin/python bench/bench_sampler.py [--quick] [--repeats N] [--tps-steps N]
+    .venv/bin/python bench/bench_sampler.py [--quick] [--repeats N] [--tps-steps N] [--tps-batching B]
 
 Prints ``sampler_speedup_vs_generate batch=B``, ``tps_tokens_per_s_fraction_of_sampler``, ``busy_cpu_slowdown``,
 a large fp32 matmul's FLOP/s and the sampler's model FLOP/s as ``sampler_fraction_of_matmul_peak``.
@@ -92,17 +94,19 @@ def sampler_vs_generate(lm, lm_hf, batch: int, new: int, repeats: int) -> dict[s
     return {k: batch * new / t for k, t in time_alternating(runs, repeats).items()}
 
 
-def tps_tokens_per_s(lm, n_steps: int) -> float:
-    """Generated tokens/s of chapter 4's quick-profile TPS (the ARI and Log-Prob runs as one batch, as the book runs
-    them) over their first ``n_steps`` steps: Σ over moves of the regenerated suffix L − cut, over the wall time."""
-    from rea.book import chapter_settings, real_tps_configs
+def tps_tokens_per_s(lm, n_steps: int, batching: str = "auto") -> float:
+    """Generated tokens/s of chapter 4's quick-profile TPS (its annealed and replica-exchange runs of ARI and
+    Log-Prob as one batch, as the book runs them) over their first ``n_steps`` moves per row: Σ over moves of the
+    regenerated suffix L − cut, over the wall time."""
+    from rea.book import chapter_settings, exchange_tps_configs, real_tps_configs
     from rea.tps import run_tps_many
 
-    configs = list(real_tps_configs(chapter_settings("tps", "quick"), PROMPT, seed=0).values())
+    B = chapter_settings("tps", "quick")
+    configs = [*real_tps_configs(B, PROMPT, seed=0).values(), *exchange_tps_configs(B, PROMPT, seed=0).values()]
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         runs = run_tps_many(lm, configs, [f"{tmp}/{i}" for i in range(len(configs))], progress=False,
-                            max_steps=n_steps)
+                            max_steps=n_steps, batching=batching)
         elapsed = time.perf_counter() - t
     return float(sum((c.length - r.records["cut"]).sum() for c, r in zip(configs, runs))) / elapsed
 
@@ -127,7 +131,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one timed repeat of each instead of three")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats of each (default 3, quick 1)")
-    parser.add_argument("--tps-steps", type=int, default=8, help="TPS steps timed (idle and busy)")
+    parser.add_argument("--tps-steps", type=int, default=16, help="TPS moves per row timed (idle and busy)")
+    parser.add_argument("--tps-batching", default="auto", help="TPS shooter: auto, continuous or lockstep")
     args = parser.parse_args()
     repeats = args.repeats or (1 if args.quick else 3)
 
@@ -147,9 +152,10 @@ def main() -> None:
         if new == 24:
             print(f"sampler_speedup_vs_generate batch={batch}: {r['sampler'] / r['generate']:.2f}")
 
-    idle = tps_tokens_per_s(lm, args.tps_steps)
-    loaded = busy(lambda: tps_tokens_per_s(lm, args.tps_steps))
-    print(f"  TPS (quick shape, {args.tps_steps} steps): {idle:.1f} generated tok/s idle, {loaded:.1f} with one "
+    idle = tps_tokens_per_s(lm, args.tps_steps, args.tps_batching)
+    loaded = busy(lambda: tps_tokens_per_s(lm, args.tps_steps, args.tps_batching))
+    print(f"  TPS (quick shape, {args.tps_steps} moves per row, {args.tps_batching} batching): {idle:.1f} generated "
+          f"tok/s idle, {loaded:.1f} with one "
           f"CPU-bound process beside it")
     print(f"tps_tokens_per_s_fraction_of_sampler: {idle / rates[64, 24]['sampler']:.2f}")
     print(f"busy_cpu_slowdown: {idle / loaded:.2f}")

@@ -398,24 +398,38 @@ def sample(
     Returns :class:`Samples` with tokens ``[n, length]``, per-token log p_M and log q. EOS is an ordinary token
     unless ``stop_at_eos``; then a completion ends at its first EOS (included) and is padded.
     """
-    n = check_positive_int("n", n)
+    return sample_streams(lm, prompt, [(seed, n)], length, proposal, batch_size, stop_at_eos, progress)[0]
+
+
+def sample_streams(lm, prompt: str, streams, length: int, proposal: Proposal | None = None,
+                   batch_size: int | None = None, stop_at_eos: bool = False, progress: bool = True) -> list[Samples]:
+    """:func:`sample` for several seeds at once: ``streams`` is a list of (seed, n), and the result's entry i equals
+    ``sample(lm, prompt, n_i, length, seed_i, ...)`` (completion k of seed s uses the uniforms of (s, k) whatever
+    the batch), while the decode runs all streams' completions as shared batches."""
+    streams = [(seed, check_positive_int("n", n)) for seed, n in streams]
     prompt_ids = encode_prompt(lm, prompt, length)
+    keys = np.array([(seed, k) for seed, n in streams for k in range(n)], dtype=np.int64)  # [Σn, 2]
     if batch_size is None:
         batch_size = auto_batch_size(lm, len(prompt_ids) + length)
     batch_size = check_positive_int("batch_size", batch_size)
     parts = []
-    with tqdm(total=n, desc="sampling", unit="seq", disable=not progress) as bar:
-        for lo in range(0, n, batch_size):
-            index = np.arange(lo, min(n, lo + batch_size))
-            uniforms = sequence_uniforms(seed, index, length)
+    with tqdm(total=len(keys), desc="sampling", unit="seq", disable=not progress) as bar:
+        for lo in range(0, len(keys), batch_size):
+            chunk = keys[lo : lo + batch_size]
+            uniforms = np.stack([sequence_uniforms(seed, np.array([k]), length)[0] for seed, k in chunk])
             tokens, logp, logq, lengths = _decode(lm, prompt_ids, uniforms, proposal, stop_at_eos=stop_at_eos)
             parts.append(Samples(prompt, prompt_ids, tokens, logp, logq, lengths, _texts(lm, tokens, lengths)))
-            bar.update(len(index))
-    out = Samples.concat(parts)
-    out.meta = {
-        "model": lm.name, "prompt": prompt, "n": n, "length": length, "seed": seed,
-        "proposal": (proposal or Proposal()).describe(), "stop_at_eos": stop_at_eos,
-    }
+            bar.update(len(chunk))
+    every = Samples.concat(parts)
+    out, lo = [], 0
+    for seed, n in streams:
+        one = every[lo : lo + n]
+        one.meta = {
+            "model": lm.name, "prompt": prompt, "n": n, "length": length, "seed": seed,
+            "proposal": (proposal or Proposal()).describe(), "stop_at_eos": stop_at_eos,
+        }
+        out.append(one)
+        lo += n
     return out
 
 

@@ -13,7 +13,8 @@ from rea.book.chapters import CHAPTERS
 from rea.book.plots import COLORS, band, direct_hist, figure, floor_line, use_book_style, wilson_points
 from rea.book.profiles import PROFILES, chapter_settings
 from rea.book.records import TOLERANCES, record, record_figure, threshold_between
-from rea.book.runs import book_runs_dir, cached_samples, cached_tps, direct_seed, real_tps_configs, toy_tps_config
+from rea.book.runs import (book_runs_dir, cached_samples, cached_tps, direct_seed, exchange_tps_configs, real_tps_configs,
+                           toy_tps_config)
 
 __all__ = [
     "CHAPTERS",
@@ -26,6 +27,7 @@ __all__ = [
     "cached_tps",
     "cached_samples",
     "real_tps_configs",
+    "exchange_tps_configs",
     "toy_tps_config",
     "direct_seed",
     "book_runs_dir",

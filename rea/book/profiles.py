@@ -47,19 +47,21 @@ SAMPLING: dict[str, dict] = {
 SHARED_TPS: dict[str, dict] = {
     # real model: length L, chains J per direction, steps N per bias, |λ| grids per observable (both signs), direct
     # samples N₀ (the λ = 0 state), checkpoint cadence in steps (bookkeeping: results do not depend on it), token
-    # snapshots every this many steps (None: none); toy LM (observable Repeats): the same knobs, prefixed toy_
+    # snapshots every this many steps (None: none), the replica-exchange runs' moves between swap rounds; toy LM
+    # (observable Repeats): the same knobs, prefixed toy_
     "ci": dict(length=8, n_chains=2, n_steps=4, lambdas_ari=[0.05], lambdas_logprob=[0.01], n_direct=16,
-               checkpoint_every=50, record_tokens_every=1,
+               checkpoint_every=50, record_tokens_every=1, exchange_every=2,
                toy_length=20, toy_lambdas=[0.3, 0.6], toy_chains=3, toy_steps=40, toy_samples=2_000,
                toy_checkpoint_every=10_000, toy_record_tokens_every=None),
     "quick": dict(length=24, n_chains=4, n_steps=40, lambdas_ari=[0.03, 0.1, 0.3],
                   lambdas_logprob=[0.01, 0.03, 0.1], n_direct=256, checkpoint_every=50, record_tokens_every=1,
+                  exchange_every=4,
                   toy_length=30, toy_lambdas=[0.3, 0.6, 0.9], toy_chains=6, toy_steps=120, toy_samples=20_000,
                   toy_checkpoint_every=10_000, toy_record_tokens_every=None),
     "paper": dict(length=100, n_chains=10, n_steps=40_000,
                   lambdas_ari=[0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2],
                   lambdas_logprob=[0.0005, 0.001, 0.002, 0.003, 0.005, 0.007, 0.01, 0.015, 0.02, 0.03],
-                  n_direct=200_000, checkpoint_every=40_000, record_tokens_every=1,
+                  n_direct=200_000, checkpoint_every=40_000, record_tokens_every=1, exchange_every=10,
                   toy_length=100, toy_lambdas=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0], toy_chains=10,
                   toy_steps=4_000, toy_samples=200_000, toy_checkpoint_every=10_000, toy_record_tokens_every=None),
 }

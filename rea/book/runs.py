@@ -140,6 +140,16 @@ def real_tps_configs(B: dict, prompt: str, seed: int) -> dict:
             for obs in ("ari", "logprob")}
 
 
+def exchange_tps_configs(B: dict, prompt: str, seed: int) -> dict:
+    """The replica-exchange counterparts ``{"ari": ..., "logprob": ...}`` of :func:`real_tps_configs`: the same
+    biases, chains (as ladders), moves per bias and seed, every bias at once, swap rounds every
+    ``B["exchange_every"]`` moves (:mod:`rea.tps.exchange`)."""
+    import dataclasses
+
+    return {obs: dataclasses.replace(c, exchange_every=B["exchange_every"])
+            for obs, c in real_tps_configs(B, prompt, seed).items()}
+
+
 def toy_tps_config(B: dict, seed: int = 0):
     """The shared toy-LM TPS config (observable Repeats, biases ±``B["toy_lambdas"]``) of a chapter's settings ``B``.
 

@@ -396,3 +396,17 @@ class LlamaDecoder:
         """``cache[.., r, :, :b_r] = store[.., r, :, :b_r]`` for each row r of ``rows`` and stop b_r of ``stops``."""
         for r, b in zip(rows, stops):
             self.cache[:, :, r, :, :b] = store[:, :, r, :, :b]
+
+    @staticmethod
+    @torch.inference_mode()
+    def swap_rows(store: torch.Tensor, a: int, b: int) -> None:
+        """Exchange rows ``a`` and ``b`` of a :meth:`cache_store`."""
+        store[:, :, [a, b]] = store[:, :, [b, a]]
+
+    @torch.inference_mode()
+    def reorder(self, index: torch.Tensor) -> None:
+        """Make cache row b a copy of row ``index[b]`` (``index`` ``[B]``, repeats allowed): the rows' histories
+        follow resampled ancestors (sequential Monte Carlo). Only the ``length`` filled positions are copied."""
+        n = self.length
+        rows = self.cache[:, :, :, :, :n].index_select(2, torch.as_tensor(index, device=self.device).long())
+        self.cache[:, :, :, :, :n] = rows

@@ -162,6 +162,13 @@ class _ToyDecoder:
     def restore_rows(self, store, rows, stops) -> None:
         """Nothing to restore (see :meth:`cache_store`)."""
 
+    @staticmethod
+    def swap_rows(store, a, b) -> None:
+        """Nothing to swap (see :meth:`cache_store`)."""
+
+    def reorder(self, index) -> None:
+        """Nothing to reorder: the Markov state is the next fed token, which the caller reorders itself."""
+
 
 class ToyLM:
     """Exactly solvable Markov LM behind the :class:`rea.lm.models.LanguageModel` interface.

@@ -1,8 +1,9 @@
-r"""The parameters of one annealed TPS run: :class:`TPSConfig` and its bias schedules.
+r"""The parameters of one TPS run: :class:`TPSConfig` and its bias schedules.
 
-Each direction has its own annealing schedule λ_1, …, λ_K of strictly increasing |λ| (positive biases favour low φ,
-negative ones high φ, since p_λ ∝ e^{−λφ} p_M); the run spends ``n_steps`` steps at each bias, so it has
-K_max × ``n_steps`` global steps with K_max the longer schedule's length.
+Each direction has its own schedule λ_1, …, λ_K of strictly increasing |λ| (positive biases favour low φ, negative
+ones high φ, since p_λ ∝ e^{−λφ} p_M). Annealed (the paper's method): each chain spends ``n_steps`` moves at each bias
+in turn, K_max × ``n_steps`` moves with K_max the longer schedule's length. Replica exchange (``exchange_every``):
+every bias runs at once for ``n_steps`` moves, and neighbouring biases swap states (:mod:`rea.tps.exchange`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def bias_schedule(name: str, values, sign: int) -> tuple[float, ...]:
 
 @dataclass
 class TPSConfig:
-    """Parameters of one annealed TPS run.
+    """Parameters of one TPS run (annealed, or replica exchange with ``exchange_every``).
 
     Parameters
     ----------
@@ -51,8 +52,8 @@ class TPSConfig:
     lambdas_pos : biases λ_1 < … < λ_K ≥ 0 of the positive direction (favour low φ); may be empty.
     lambdas_neg : biases 0 ≥ λ_1 > … > λ_K of the negative direction (favour high φ); ``None`` mirrors
         ``lambdas_pos`` (−λ); ``[]`` runs the positive direction only.
-    n_steps : N, steps per bias (per chain).
-    n_chains : J, independent chains per direction.
+    n_steps : N, moves per bias (per chain, or per replica).
+    n_chains : J, independent chains per direction (annealed) or independent ladders (replica exchange).
     seed : seeds the initial direct samples and the move RNG.
     observable : ``'ari'``, ``'logprob'``, ``'repeats'`` or a callable of a :class:`~rea.sampling.Samples` batch
         (recorded by name; resuming checks the name only).
@@ -60,6 +61,8 @@ class TPSConfig:
     checkpoint_every : write a checkpoint every this many steps (changing it does not change the results).
     record_tokens_every : if set, store the tokens of every chain after every this-many-th step of each bias
         segment (steps s with (s+1) % record_tokens_every == 0).
+    exchange_every : None (annealed) or M: replica exchange, all biases of both schedules at once as J ladders,
+        neighbouring biases of a ladder trying to swap states after every M moves.
     """
 
     prompt: str
@@ -73,6 +76,7 @@ class TPSConfig:
     model: str | None = None
     checkpoint_every: int = 500
     record_tokens_every: int | None = None
+    exchange_every: int | None = None
 
     def __post_init__(self):
         if not isinstance(self.prompt, str) or not self.prompt.strip():
@@ -95,6 +99,8 @@ class TPSConfig:
         self.checkpoint_every = check_positive_int("checkpoint_every", self.checkpoint_every)
         if self.record_tokens_every is not None:
             self.record_tokens_every = check_positive_int("record_tokens_every", self.record_tokens_every)
+        if self.exchange_every is not None:
+            self.exchange_every = check_positive_int("exchange_every", self.exchange_every)
 
     # -- derived quantities
     @property
@@ -110,8 +116,8 @@ class TPSConfig:
 
     @property
     def total_steps(self) -> int:
-        """Global steps of the whole run: n_biases × n_steps (every active chain moves once per step)."""
-        return self.n_biases * self.n_steps
+        """Moves of the longest-running chain: n_biases × n_steps annealed, n_steps with replica exchange."""
+        return self.n_steps if self.exchange_every is not None else self.n_biases * self.n_steps
 
     @property
     def directions(self) -> list[int]:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from rea.sampling import Samples
 from rea.tps.config import TPSConfig
+from rea.tps.exchange import SWAP_COLUMNS
 
 RECORD_COLUMNS = (
     "t", "chain", "direction", "bias_index", "lam", "step", "cut", "phi", "phi_proposed", "accepted", "logp",
@@ -53,6 +54,13 @@ def records_frame(chunks: list[dict]) -> pd.DataFrame:
     if not chunks:
         return pd.DataFrame({c: pd.Series(dtype=d) for c, d in RECORD_DTYPES.items()})
     return pd.DataFrame({c: np.concatenate([ch[c] for ch in chunks]).astype(d) for c, d in RECORD_DTYPES.items()})
+
+
+def swaps_frame(chunks: list[dict]) -> pd.DataFrame | None:
+    """Concatenate swap-round chunks into a DataFrame (:data:`rea.tps.exchange.SWAP_COLUMNS`); None for none."""
+    if not chunks:
+        return None
+    return pd.DataFrame({c: np.concatenate([np.asarray(ch[c]) for ch in chunks]) for c in SWAP_COLUMNS})
 
 
 def snapshots_frame(chunks: list[dict]) -> pd.DataFrame | None:
@@ -96,6 +104,7 @@ class TPSResult:
         ``final.meta`` holds per-row lists ``chain``, ``direction``, ``bias_index``, ``lam`` and ``phi``.
     snapshots : DataFrame of token snapshots (``record_tokens_every``) or None.
     complete : whether the whole schedule ran.
+    swaps : replica exchange: every swap attempt (:data:`rea.tps.exchange.SWAP_COLUMNS`); None when annealed.
     """
 
     config: TPSConfig
@@ -105,6 +114,7 @@ class TPSResult:
     snapshots: pd.DataFrame | None = None
     complete: bool = True
     out_dir: Path | None = None
+    swaps: pd.DataFrame | None = None
 
     def post_burn_in(self, fraction: float = 0.1) -> pd.DataFrame:
         """Records with the first ``fraction`` of every bias segment dropped: step ≥ ⌊fraction·N⌋, the package's one
@@ -112,6 +122,14 @@ class TPSResult:
         from rea.stats import n_burn_in
 
         return self.records[self.records["step"] >= n_burn_in(self.config.n_steps, fraction)]
+
+    def swap_rates(self) -> pd.DataFrame:
+        """Replica exchange: the swap acceptance per neighbouring pair of biases: columns lam_low, lam_high,
+        swap_rate, n (attempts); empty when annealed."""
+        if self.swaps is None or not len(self.swaps):
+            return pd.DataFrame({"lam_low": [], "lam_high": [], "swap_rate": [], "n": []})
+        g = self.swaps.groupby(["lam_low", "lam_high"], sort=True)["accepted"]
+        return g.agg(swap_rate="mean", n="size").reset_index()
 
     def acceptance(self) -> pd.DataFrame:
         """Acceptance rate per direction and bias: columns direction, bias_index, lam, acceptance, n."""

@@ -45,8 +45,10 @@ from rea import storage
 from rea.arguments import check_positive_int
 from rea.lm.threads import decode_threads, torch_threads
 from rea.observables import evaluate
-from rea.sampling import encode_prompt, sample
+from rea.sampling import encode_prompt, sample_streams
+from rea.tps.chains import ChainRows, chain_rng
 from rea.tps.config import TPSConfig
+from rea.tps.exchange import exchange_round
 from rea.tps.move import draw_move, metropolis_accept
 from rea.tps.records import SNAPSHOT_COLUMNS, TPSResult, as_samples
 from rea.tps.shooting import BATCHING, make_shooter
@@ -54,36 +56,6 @@ from rea.tps.store import (
     ChainState, RunFiles, chains_of_checkpoint, check_resumable, clear_run_dir, drop_stale_parts, load_tps,
     read_checkpoint,
 )
-
-_RNG_TAG = 0x545053  # "TPS": keeps the move RNGs' streams apart from the per-sequence sampling streams
-
-
-def chain_rng(seed: int, chain: int) -> np.random.Generator:
-    """The move RNG of chain ``chain`` of a run seeded ``seed``: PCG64 seeded from (seed, tag, chain)."""
-    return np.random.Generator(np.random.PCG64([int(seed), _RNG_TAG, int(chain)]))
-
-
-@dataclasses.dataclass(frozen=True)
-class ChainRows:
-    """The chains of a run: ``chain_ids [B]`` (positive direction 0..J−1, negative J..2J−1), ``directions [B]``
-    (+1/−1) and each direction's bias schedule."""
-
-    chain_ids: np.ndarray
-    directions: np.ndarray
-    schedules: dict
-
-    @classmethod
-    def of(cls, config: TPSConfig) -> "ChainRows":
-        """J chains per running direction, positive first."""
-        J, dirs = config.n_chains, config.directions
-        chain_ids = np.concatenate([np.arange(J) + (0 if d > 0 else J) for d in dirs])
-        directions = np.concatenate([np.full(J, d) for d in dirs]).astype(np.int8)
-        return cls(chain_ids, directions, {1: config.lambdas_pos, -1: config.lambdas_neg})
-
-    def schedule(self, i: int) -> tuple:
-        """The biases chain ``i`` (row of this run) anneals through."""
-        return self.schedules[int(self.directions[i])]
-
 
 class _Progress:
     """The tqdm bar over the run's moves; postfix: each direction's acceptance over its chains' recent moves."""
@@ -111,18 +83,60 @@ class _Run:
     """One run in progress: its config, files, chains (:class:`ChainRows`), each chain's committed state and move
     RNG, the move each chain stops at, its progress bar and the moves committed since the last checkpoint."""
 
-    def __init__(self, config: TPSConfig, files: RunFiles, chains: list[ChainState], max_steps: int | None):
-        self.config, self.files, self.chains = config, files, chains
+    def __init__(self, config: TPSConfig, files: RunFiles, chains: list[ChainState] | None, max_steps: int | None):
+        self.config, self.files, self.max_steps = config, files, max_steps
         self.rows = ChainRows.of(config)
-        self.rngs = [c.rng() for c in chains]
-        self.total = np.array([len(self.rows.schedule(i)) * config.n_steps for i in range(len(chains))])
-        done = np.array([c.t for c in chains])
-        self.stop_at = self.total if max_steps is None else np.minimum(self.total, done + max_steps)
+        self.total = self.rows.total_moves()
         self.bar: _Progress | None = None
         self.since_checkpoint = 0
+        self.offset = 0  # the batch row of the run's row 0
+        self.chains = None
+        if chains is not None:
+            self.start_from(chains)
+
+    def start_from(self, chains: list[ChainState]) -> None:
+        """Take the rows' committed states (initial or from a checkpoint) and set each row's RNG and stop."""
+        self.chains = chains
+        self.rngs = [c.rng() for c in chains]
+        done = np.array([c.t for c in chains])
+        self.stop_at = self.total if self.max_steps is None else np.minimum(self.total, done + self.max_steps)
 
     def running(self, i: int) -> bool:
         return self.chains[i].t < self.stop_at[i]
+
+    def ready(self, i: int) -> bool:
+        """Whether row ``i`` may start a move: it is running and, with replica exchange, not waiting for its
+        ladder's next swap round (due after every ``exchange_every`` moves)."""
+        chain, every = self.chains[i], self.config.exchange_every
+        return chain.t < self.stop_at[i] and (every is None or chain.exchanges >= chain.t // every)
+
+    def exchange(self) -> list[tuple[int, int]]:
+        """Replica exchange: a swap round in every ladder whose replicas have all made their next ``exchange_every``
+        moves (none at the end of the run) -> the pairs of rows that swapped states. The chains change in one
+        assignment, so an interrupt leaves them all before or all after the rounds."""
+        every = self.config.exchange_every
+        if every is None:
+            return []
+        chains, swapped, lams = list(self.chains), [], np.array([self.rows.bias_of(i, 0)[2] for i in
+                                                                 range(len(self.chains))])
+        for j, ladder in enumerate(self.rows.ladders()):
+            r = chains[ladder[0]].exchanges
+            if (r + 1) * every >= self.total[ladder[0]] or any(chains[i].t < (r + 1) * every for i in ladder):
+                continue
+            rec = exchange_round(ladder, lams, np.array([c.phi for c in chains]), r, self.rngs)
+            for a, b, ok in zip(rec["row_low"], rec["row_high"], rec["accepted"]):
+                if ok:
+                    swapped.append((int(a), int(b)))
+                    chains[a], chains[b] = (dataclasses.replace(chains[a], tokens=chains[b].tokens,
+                                                                logp=chains[b].logp, phi=chains[b].phi),
+                                            dataclasses.replace(chains[b], tokens=chains[a].tokens,
+                                                                logp=chains[a].logp, phi=chains[a].phi))
+            for i in ladder:
+                chains[i] = dataclasses.replace(chains[i], exchanges=r + 1, rng_state=self.rngs[i].bit_generator.state)
+            self.files.add_swaps({**rec, "t": np.full(len(rec["round"]), (r + 1) * every),
+                                  "ladder": np.full(len(rec["round"]), j)})
+        self.chains = chains
+        return swapped
 
     @property
     def complete(self) -> bool:
@@ -133,7 +147,7 @@ class _Run:
         return draw_move(self.rngs[i], self.config.length)
 
     def checkpoint(self) -> None:
-        self.files.checkpoint(self.chains, self.rows.chain_ids)
+        self.files.checkpoint(self.chains)
         self.since_checkpoint = 0
 
     def commit(self, lm, prompt_ids, members: np.ndarray, tokens, logp, moves: dict) -> np.ndarray:
@@ -142,13 +156,12 @@ class _Run:
         cfg = self.config
         phi_new = evaluate(cfg.observable, as_samples(lm, cfg.prompt, prompt_ids, tokens, logp))
         t = np.array([self.chains[i].t for i in members])
-        k, s = np.divmod(t, cfg.n_steps)
-        lam = np.array([self.rows.schedule(i)[kk] for i, kk in zip(members, k)])
+        k, s, lam = (np.array(v) for v in zip(*(self.rows.bias_of(i, tt) for i, tt in zip(members, t))))
         phi_old = np.array([self.chains[i].phi for i in members])
         accepted = metropolis_accept(lam, phi_old, phi_new, np.array([moves[i][1] for i in members]))
         new = [self._moved(i, tokens[j], logp[j], phi_new[j], accepted[j], kk, ss, lam[j], lm)
                for j, (i, kk, ss) in enumerate(zip(members, k, s))]
-        chunk = {"t": t, "chain": self.rows.chain_ids[members], "direction": self.rows.directions[members],
+        chunk = {"row": members, "t": t, "chain": self.rows.chain_ids[members], "direction": self.rows.directions[members],
                  "bias_index": k, "lam": lam, "step": s, "cut": np.array([moves[i][0] for i in members]),
                  "phi": np.array([c.phi for c in new]), "phi_proposed": phi_new, "accepted": accepted,
                  "logp": np.array([c.logp.sum() for c in new])}
@@ -171,7 +184,7 @@ class _Run:
             finals = finals + ({"tokens": tokens[None], "logp": logp[None], "chain": self.rows.chain_ids[[i]],
                                 "direction": self.rows.directions[[i]], "bias_index": np.array([k]),
                                 "lam": np.array([lam]), "phi": np.array([phi])},)
-        return ChainState(tokens, logp, phi, old.t + 1, self.rngs[i].bit_generator.state, finals)
+        return ChainState(tokens, logp, phi, old.t + 1, self.rngs[i].bit_generator.state, finals, old.exchanges)
 
     def _snapshot(self, lm, members, chunk, new) -> dict | None:
         """The token snapshot of the moves that end a ``record_tokens_every`` block of their bias segment."""
@@ -181,17 +194,25 @@ class _Run:
         pick = np.flatnonzero((chunk["step"] + 1) % every == 0)
         if not len(pick):
             return None
-        return {**{c: chunk[c][pick] for c in SNAPSHOT_COLUMNS if c != "text"},
+        return {**{c: chunk[c][pick] for c in ("row", *SNAPSHOT_COLUMNS) if c != "text"},
                 "tokens": [new[j].tokens.tolist() for j in pick], "text": [lm.decode(new[j].tokens) for j in pick]}
 
 
-def _initial_chains(lm, config: TPSConfig) -> list[ChainState]:
-    """2J direct samples of p_M (``sample(..., seed)``) as the chains' start, each with its fresh move RNG."""
-    rows = ChainRows.of(config)
-    init = sample(lm, config.prompt, len(rows.chain_ids), config.length, seed=config.seed, progress=False)
-    phi = evaluate(config.observable, init)
-    return [ChainState(init.tokens[i], init.logp[i], float(phi[i]), 0,
-                       chain_rng(config.seed, c).bit_generator.state) for i, c in enumerate(rows.chain_ids)]
+def _initial_chains(lm, configs: list[TPSConfig]) -> list[list[ChainState]]:
+    """Each run's start: one direct sample of p_M per row (``sample(..., seed)`` of the run's seed, all runs'
+    completions decoded as shared batches by :func:`rea.sampling.sample_streams`), each row with its fresh move
+    RNG."""
+    if not configs:
+        return []
+    n_rows = [len(ChainRows.of(c)) for c in configs]
+    inits = sample_streams(lm, configs[0].prompt, [(c.seed, n) for c, n in zip(configs, n_rows)], configs[0].length,
+                           progress=False)
+    out = []
+    for config, init in zip(configs, inits):
+        phi = evaluate(config.observable, init)
+        out.append([ChainState(init.tokens[i], init.logp[i], float(phi[i]), 0,
+                               chain_rng(config.seed, i).bit_generator.state) for i in range(len(init))])
+    return out
 
 
 def _start_moves(shooter, slots, runs, rows_to_start, pending: dict) -> None:
@@ -210,17 +231,27 @@ def _start_moves(shooter, slots, runs, rows_to_start, pending: dict) -> None:
     shooter.start(rows_to_start, np.stack(tokens), np.stack(logp), np.array(cuts), np.stack(uniforms))
 
 
+def _exchange_and_pick(shooter, slots, runs, pending: dict) -> list[int]:
+    """Swap rounds that are due (their swapped rows' kept keys and values swap too) -> the batch rows that may
+    start a move now: ready (:meth:`_Run.ready`) and not moving."""
+    for run in runs:
+        shooter.swap([(run.offset + a, run.offset + b) for a, b in run.exchange()])
+    return [g for g, (run, i) in enumerate(slots) if g not in pending and run.ready(i)]
+
+
 def _run_moves(lm, prompt_ids, runs: list[_Run], batching: str) -> None:
     """Move every chain of every run until it reaches its ``stop_at``: one shooter serves all chains; each
     completed move is committed by its run, which checkpoints every ``checkpoint_every`` moves per chain."""
     slots = [(run, i) for run in runs for i in range(len(run.chains))]
+    offset = 0
+    for run in runs:
+        run.offset, offset = offset, offset + len(run.chains)
     shooter = make_shooter(lm, prompt_ids, np.stack([r.chains[i].tokens for r, i in slots]),
                            np.stack([r.chains[i].logp for r, i in slots]), batching)
     pending: dict = {}
-    _start_moves(shooter, slots, runs, [g for g, (r, i) in enumerate(slots) if r.running(i)], pending)
+    _start_moves(shooter, slots, runs, _exchange_and_pick(shooter, slots, runs, pending), pending)
     while pending:
         done, tokens, logp = shooter.advance()
-        restart = []
         for run in runs:
             take = np.array([j for j, g in enumerate(done) if slots[g][0] is run], dtype=np.int64)
             if not len(take):
@@ -229,10 +260,9 @@ def _run_moves(lm, prompt_ids, runs: list[_Run], batching: str) -> None:
             moves = {slots[done[j]][1]: pending.pop(int(done[j])) for j in take}
             accepted = run.commit(lm, prompt_ids, members, tokens[take], logp[take], moves)
             shooter.accept(done[take][accepted])
-            restart += [int(done[j]) for j, i in zip(take, members) if run.running(i)]
             if run.since_checkpoint >= run.config.checkpoint_every * len(run.chains) and not run.complete:
                 run.checkpoint()
-        _start_moves(shooter, slots, runs, restart, pending)
+        _start_moves(shooter, slots, runs, _exchange_and_pick(shooter, slots, runs, pending), pending)
 
 
 def _run_all(lm, prompt_ids, runs: list[_Run], progress: bool, batching: str) -> None:
@@ -268,7 +298,7 @@ def _open_run(lm, config: TPSConfig, out_dir, prompt_ids, resume: bool, overwrit
         clear_run_dir(out_dir, overwrite)
         prov = storage.provenance(**config.to_dict(), kind="tps", prompt_ids=prompt_ids)
         files = RunFiles(out_dir, config, prov, prompt_ids, 0)
-        chains = _initial_chains(lm, config)
+        chains = None  # drawn with the other fresh runs' (_initial_chains)
     return _Run(config, files, chains, max_steps)
 
 
@@ -314,10 +344,12 @@ def run_tps_many(lm, configs, out_dirs, resume=False, progress: bool = True, max
     opened = [_open_run(lm, c, d, prompt_ids, r, overwrite, max_steps)
               for c, d, r in zip(configs, out_dirs, resumes)]
     runs = [r for r in opened if isinstance(r, _Run)]
+    fresh = [r for r in runs if r.chains is None]
+    for run, chains in zip(fresh, _initial_chains(lm, [r.config for r in fresh])):
+        run.start_from(chains)
     if runs:
         _run_all(lm, prompt_ids, runs, progress, batching)
-    return [r.files.finish(lm, r.chains, r.rows.chain_ids, r.complete) if isinstance(r, _Run) else r
-            for r in opened]
+    return [r.files.finish(lm, r.chains, r.complete) if isinstance(r, _Run) else r for r in opened]
 
 
 def run_tps(lm, config: TPSConfig, out_dir, resume: bool = False, progress: bool = True, max_steps: int | None = None,

@@ -65,6 +65,9 @@ class LockstepShooter:
     def accept(self, rows) -> None:
         """Nothing to keep: every call recomputes the kept prefixes."""
 
+    def swap(self, pairs) -> None:
+        """Nothing to swap (see :meth:`accept`)."""
+
 
 class ContinuousShooter:
     """Continuous batching of forward-shooting moves; see the module docstring.
@@ -149,6 +152,13 @@ class ContinuousShooter:
         rows = np.asarray(rows, dtype=np.int64)
         self.decoder.save_rows(self.store, rows.tolist(), (self.n_prompt + self.cut[rows] - 1).tolist(),
                                self.n_prompt + self.length - 1)
+
+
+    def swap(self, pairs) -> None:
+        """Rows a and b of each pair swapped their committed states (replica exchange): swap their stored keys and
+        values."""
+        for a, b in pairs:
+            self.decoder.swap_rows(self.store, a, b)
 
 
 def make_shooter(lm, prompt_ids, tokens, logp, batching: str = "auto"):

@@ -8,7 +8,8 @@ Output directory
 ``parts/``              per-step records (and token snapshots) since the start, one Parquet part per checkpoint;
 ``records.parquet``     all per-step records (tidy, one row per chain and step) with provenance, when done;
 ``final.parquet``       the state of every chain at the end of every bias (a Samples file, φ as a column);
-``snapshots.parquet``   token snapshots every ``record_tokens_every`` steps, when asked for.
+``snapshots.parquet``   token snapshots every ``record_tokens_every`` steps, when asked for;
+``swaps.parquet``       replica exchange: every swap attempt (:data:`rea.tps.exchange.SWAP_COLUMNS`).
 
 A checkpoint of format :data:`CHECKPOINT_FORMAT` is a pickled dict: ``format``, ``config`` (:meth:`TPSConfig.to_dict`),
 ``provenance``, ``prompt_ids``, ``chains`` (one :class:`ChainState` per chain, as a dict, in chain-id order),
@@ -28,13 +29,13 @@ import pandas as pd
 
 from rea import storage
 from rea.tps.config import TPSConfig
-from rea.tps.records import RECORD_DTYPES, TPSResult, final_samples, records_frame, snapshots_frame
+from rea.tps.records import RECORD_DTYPES, TPSResult, final_samples, records_frame, snapshots_frame, swaps_frame
 
 CHECKPOINT = "checkpoint.pkl"
 CHECKPOINT_FORMAT = "rea.tps.checkpoint/3"
 """Format tag of the checkpoint; /3 keeps one state and one move RNG per chain (/2 had one RNG per run and chains
 in lockstep; /1 called the λ column ``lambda``)."""
-FINISHED_FILES = ("records.parquet", "final.parquet", "snapshots.parquet")
+FINISHED_FILES = ("records.parquet", "final.parquet", "snapshots.parquet", "swaps.parquet")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class ChainState:
     t: int
     rng_state: dict
     finals: tuple = ()
+    exchanges: int = 0  # replica exchange: swap rounds of its ladder done
 
     def rng(self) -> np.random.Generator:
         """The chain's move RNG, restored to :attr:`rng_state`."""
@@ -145,30 +147,41 @@ class RunFiles:
     def __init__(self, out_dir: Path, config: TPSConfig, provenance: dict, prompt_ids, n_parts: int):
         self.out_dir, self.config, self.provenance, self.prompt_ids = out_dir, config, provenance, prompt_ids
         self.n_parts = n_parts
-        self.records: list[dict] = []  # record chunks since the last checkpoint (each tagged with its t)
+        self.records: list[dict] = []  # record chunks since the last checkpoint (each row tagged with its row)
         self.snapshots: list[dict] = []
+        self.swaps: list[dict] = []
 
     def add(self, chunk: dict, snapshot: dict | None) -> None:
-        """Buffer the record chunk (and token snapshot) of one step until the next checkpoint."""
+        """Buffer the record chunk (and token snapshot) of some moves until the next checkpoint; both hold ``row``,
+        the run's row of each move."""
         self.records.append(chunk)
         if snapshot is not None:
             self.snapshots.append(snapshot)
 
-    def checkpoint(self, chains: list[ChainState], chain_ids: np.ndarray, done: bool = False) -> None:
-        """Write the buffered record rows of committed moves as the next part, then the checkpoint (atomically).
+    def add_swaps(self, chunk: dict) -> None:
+        """Buffer the records of a round of swap attempts (:data:`rea.tps.exchange.SWAP_COLUMNS`)."""
+        self.swaps.append(chunk)
 
-        ``chains[i]`` is the state of chain ``chain_ids[i]``. Rows of a move not yet committed to its chain (an
-        interrupt between the two) are dropped: the resumed run redoes that move with the same random numbers.
+    def checkpoint(self, chains: list[ChainState], done: bool = False) -> None:
+        """Write the buffered rows of committed moves and swap rounds as the next part, then the checkpoint
+        (atomically).
+
+        ``chains[i]`` is the state of the run's row i. Rows of a move or round not yet committed to its chains (an
+        interrupt between the two) are dropped: the resumed run redoes it with the same random numbers.
         """
-        moves_done = dict(zip(np.asarray(chain_ids).tolist(), (c.t for c in chains)))
-        records = _committed(records_frame(self.records), moves_done) if self.records else None
-        snaps = _committed(snapshots_frame(self.snapshots), moves_done) if self.snapshots else None
-        if records is not None and len(records):
+        moves = np.array([c.t for c in chains])
+        rounds = np.array([c.exchanges for c in chains])
+        tables = {
+            "records": records_frame(_committed(self.records, "t", "row", moves)),
+            "snapshots": snapshots_frame(_committed(self.snapshots, "t", "row", moves)),
+            "swaps": swaps_frame(_committed(self.swaps, "round", "row_low", rounds)),
+        }
+        if any(table is not None and len(table) for table in tables.values()):
             parts = self.out_dir / "parts"
             parts.mkdir(exist_ok=True)
-            storage.save_table(records, parts / f"records-{self.n_parts:06d}.parquet")
-            if snaps is not None and len(snaps):
-                storage.save_table(snaps, parts / f"snapshots-{self.n_parts:06d}.parquet")
+            for kind, table in tables.items():
+                if table is not None and len(table):
+                    storage.save_table(table, parts / f"{kind}-{self.n_parts:06d}.parquet")
             self.n_parts += 1
         storage.atomic_pickle(
             {
@@ -178,17 +191,17 @@ class RunFiles:
             },
             self.out_dir / CHECKPOINT,
         )
-        self.records, self.snapshots = [], []
+        self.records, self.snapshots, self.swaps = [], [], []
 
     def result(self, lm, finals: list, complete: bool) -> TPSResult:
         """The run so far, read back from its parts: records, snapshots and the final states ``finals``."""
         return assemble_result(lm, self.config, self.out_dir, self.prompt_ids, self.provenance, self.n_parts,
                                finals, complete)
 
-    def finish(self, lm, chains: list[ChainState], chain_ids: np.ndarray, complete: bool) -> TPSResult:
+    def finish(self, lm, chains: list[ChainState], complete: bool) -> TPSResult:
         """Checkpoint; for a ``complete`` run also write the finished tables, mark the checkpoint done and delete
         the parts. Returns the run's :class:`TPSResult`."""
-        self.checkpoint(chains, chain_ids)
+        self.checkpoint(chains)
         result = self.result(lm, all_finals(chains), complete)
         if not complete:
             return result
@@ -197,22 +210,30 @@ class RunFiles:
         storage.save_samples(result.final, self.out_dir / "final.parquet", prov, {"phi": result.final.meta["phi"]})
         if result.snapshots is not None:
             storage.save_table(result.snapshots, self.out_dir / "snapshots.parquet", prov)
-        self.checkpoint(chains, chain_ids, done=True)
+        if result.swaps is not None:
+            storage.save_table(result.swaps, self.out_dir / "swaps.parquet", prov)
+        self.checkpoint(chains, done=True)
         shutil.rmtree(self.out_dir / "parts", ignore_errors=True)
         return result
 
 
-def _committed(frame: pd.DataFrame, moves_done: dict) -> pd.DataFrame:
-    """The rows of ``frame`` whose move t is one its chain has committed (t < moves done by the chain)."""
-    done = frame["chain"].map(moves_done).to_numpy()
-    return frame[frame["t"].to_numpy() < done]
+def _committed(chunks: list[dict], counter: str, row: str, done: np.ndarray) -> list[dict]:
+    """The entries of ``chunks`` (dicts of equal-length arrays or lists) that their row has committed:
+    ``chunk[counter] < done[chunk[row]]``, e.g. move t < the moves its row has done."""
+    kept = []
+    for chunk in chunks:
+        keep = np.asarray(chunk[counter]) < done[np.asarray(chunk[row])]
+        if keep.any():
+            kept.append({k: [x for x, ok in zip(v, keep) if ok] if isinstance(v, list) else np.asarray(v)[keep]
+                         for k, v in chunk.items()})
+    return kept
 
 
-def _in_order(frame: pd.DataFrame | None) -> pd.DataFrame | None:
-    """Rows in step-major order (t, then chain id), the order a lockstep run writes them in."""
+def _in_order(frame: pd.DataFrame | None, keys=("t", "chain", "bias_index")) -> pd.DataFrame | None:
+    """Rows in step-major order (t, then chain id, then bias), the order a lockstep run writes them in."""
     if frame is None:
         return None
-    return frame.sort_values(["t", "chain"], kind="stable").reset_index(drop=True)
+    return frame.sort_values(list(keys), kind="stable").reset_index(drop=True)
 
 
 def assemble_result(lm, config, out_dir, prompt_ids, provenance, n_parts, finals, complete) -> TPSResult:
@@ -221,8 +242,9 @@ def assemble_result(lm, config, out_dir, prompt_ids, provenance, n_parts, finals
     if records is None:
         records = records_frame([])
     snapshots = _in_order(read_parts(out_dir, "snapshots", n_parts))
+    swaps = _in_order(read_parts(out_dir, "swaps", n_parts), ("round", "ladder", "lam_low"))
     final = final_samples(lm, config, prompt_ids, finals)
-    return TPSResult(config, records, final, provenance, snapshots, complete, out_dir)
+    return TPSResult(config, records, final, provenance, snapshots, complete, out_dir, swaps)
 
 
 def config_of_checkpoint(ckpt: dict) -> TPSConfig:
@@ -250,8 +272,9 @@ def load_tps(out_dir, lm=None, config: TPSConfig | None = None) -> TPSResult:
         records, prov = storage.load_table(out_dir / "records.parquet")
         records = records.astype(RECORD_DTYPES)
         final = storage.load_samples(out_dir / "final.parquet")
-        snap_path = out_dir / "snapshots.parquet"
+        snap_path, swap_path = out_dir / "snapshots.parquet", out_dir / "swaps.parquet"
         snapshots = storage.load_table(snap_path)[0] if snap_path.exists() else None
-        return TPSResult(config, records, final, prov, snapshots, True, out_dir)
+        swaps = storage.load_table(swap_path)[0] if swap_path.exists() else None
+        return TPSResult(config, records, final, prov, snapshots, True, out_dir, swaps)
     return assemble_result(lm, config, out_dir, ckpt["prompt_ids"], ckpt["provenance"], ckpt["n_parts"],
                            all_finals(chains_of_checkpoint(ckpt)), complete=False)
