@@ -442,3 +442,37 @@ def test_replica_exchange_tilted_means_match_exact_toy(tmp_path):
         assert abs(chain_means.mean() - target) < 4 * se, (x, chain_means.mean(), target, se)
     assert abs(rec.query("lam == 0.8")["phi"].mean() - rec.query("lam == -0.8")["phi"].mean()) > 0.5
     assert (res.swap_rates()["swap_rate"].between(0.05, 1.0)).all()
+
+
+# --------------------------------------------------------------------------------------------- adaptive ladder
+
+
+def test_adaptive_ladder_places_overlapping_biases_and_is_reused(tmp_path):
+    """lambdas_neg='auto' toward a target: pilots place biases of growing |λ| whose neighbours overlap at least the
+    band's lower edge (or the hard minimum 0.03 after retries), stop once the pilot's median reaches the target,
+    record the ladder in the config and provenance, and a resumed run reuses it; MBAR on the run then brackets the
+    exact tail of the toy."""
+    from rea import exact
+    from rea.lm import DEFAULT_PROMPT, load_model
+    from rea.sampling import sample
+    from rea.tps import tps_mbar
+
+    toy = load_model("toy", device="cpu")
+    c = TPSConfig(prompt=DEFAULT_PROMPT, length=12, lambdas_pos=[], lambdas_neg="auto", target=3.0, n_steps=150,
+                  n_chains=8, seed=4, observable="repeats", checkpoint_every=60)
+    part = run_tps(toy, c, tmp_path, progress=False, max_steps=50)
+    ladder = part.config.ladder
+    lams = ladder["lambdas"]
+    assert lams == list(part.config.lambdas_neg) and all(b < a <= 0 for a, b in zip([0.0] + lams, lams))
+    assert all(o >= 0.03 for o in ladder["overlaps"]) and ladder["reached"] and ladder["pilot_tokens"] > 0
+    assert (tmp_path / "ladder.json").exists() and part.provenance["params"]["ladder"] == ladder
+    done = run_tps(toy, c, tmp_path, resume=True, progress=False)  # "auto" resolves to the stored ladder
+    assert done.complete and done.config.ladder == ladder
+    direct = evaluate("repeats", sample(toy, DEFAULT_PROMPT, 400, 12, seed=9, progress=False))
+    est = tps_mbar(done, direct, [3.0])
+    p = float(np.exp(exact.count_distribution(toy, DEFAULT_PROMPT, 12, "repeats").log_tail(3.0)))
+    assert est.ci_low.iloc[0] <= p <= est.ci_high.iloc[0], (est.p.iloc[0], p)
+    with pytest.raises(ValueError, match="needs target"):
+        TPSConfig(prompt=DEFAULT_PROMPT, length=12, lambdas_pos=[], lambdas_neg="auto")
+    with pytest.raises(ValueError, match="cannot both be 'auto'"):
+        TPSConfig(prompt=DEFAULT_PROMPT, length=12, lambdas_pos="auto", lambdas_neg="auto", target=1.0)

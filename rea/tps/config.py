@@ -63,6 +63,10 @@ class TPSConfig:
         segment (steps s with (s+1) % record_tokens_every == 0).
     exchange_every : None (annealed) or M: replica exchange, all biases of both schedules at once as J ladders,
         neighbouring biases of a ladder trying to swap states after every M moves.
+    target : with ``lambdas_neg="auto"`` (or ``lambdas_pos="auto"``): the threshold a of the tail φ ≥ a (φ ≤ a)
+        to reach; :func:`rea.tps.run_tps` then places that direction's biases by pilot runs
+        (:mod:`rea.tps.ladder`) and runs the other direction not at all.
+    ladder : the record of an adaptive ladder (filled by :func:`rea.tps.run_tps`; leave None).
     """
 
     prompt: str
@@ -77,15 +81,20 @@ class TPSConfig:
     checkpoint_every: int = 500
     record_tokens_every: int | None = None
     exchange_every: int | None = None
+    target: float | None = None
+    ladder: dict | None = None
 
     def __post_init__(self):
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise ValueError(f"prompt must be a non-empty string, got {self.prompt!r}")
         self.length = check_positive_int("length", self.length)
-        self.lambdas_pos = bias_schedule("lambdas_pos", self.lambdas_pos, +1)
+        self._check_auto()
+        if self.lambdas_pos != "auto":
+            self.lambdas_pos = bias_schedule("lambdas_pos", self.lambdas_pos, +1)
         if self.lambdas_neg is None:
-            self.lambdas_neg = tuple(-v for v in self.lambdas_pos)
-        self.lambdas_neg = bias_schedule("lambdas_neg", self.lambdas_neg, -1)
+            self.lambdas_neg = tuple(-v for v in self.lambdas_pos) if self.lambdas_pos != "auto" else ()
+        if self.lambdas_neg != "auto":
+            self.lambdas_neg = bias_schedule("lambdas_neg", self.lambdas_neg, -1)
         if not self.lambdas_pos and not self.lambdas_neg:
             raise ValueError("lambdas_pos and lambdas_neg are both empty; give at least one bias")
         self.n_steps = check_positive_int("n_steps", self.n_steps)
@@ -101,6 +110,26 @@ class TPSConfig:
             self.record_tokens_every = check_positive_int("record_tokens_every", self.record_tokens_every)
         if self.exchange_every is not None:
             self.exchange_every = check_positive_int("exchange_every", self.exchange_every)
+
+    def _check_auto(self) -> None:
+        """``"auto"`` biases: one direction only, and a finite ``target``."""
+        auto = [name for name in ("lambdas_pos", "lambdas_neg") if getattr(self, name) == "auto"]
+        if len(auto) == 2:
+            raise ValueError("lambdas_pos and lambdas_neg cannot both be 'auto': choose the tail (one direction)")
+        if auto and (self.target is None or not math.isfinite(float(self.target))):
+            raise ValueError(f"{auto[0]}='auto' needs target, the threshold of the tail to reach, got "
+                             f"{self.target!r}")
+        if auto and self.lambdas_pos == "auto" and self.lambdas_neg not in (None, [], ()):
+            raise ValueError("with lambdas_pos='auto' the negative direction does not run: leave lambdas_neg empty")
+        if auto and self.lambdas_neg == "auto" and self.lambdas_pos not in ([], ()):
+            raise ValueError("with lambdas_neg='auto' the positive direction does not run: set lambdas_pos=[]")
+        if self.target is not None:
+            self.target = float(self.target)
+
+    @property
+    def auto_direction(self) -> int:
+        """−1 or +1 for the direction whose biases are ``"auto"``, 0 when none is."""
+        return -1 if self.lambdas_neg == "auto" else 1 if self.lambdas_pos == "auto" else 0
 
     # -- derived quantities
     @property
@@ -128,5 +157,7 @@ class TPSConfig:
         """JSON-friendly dict (the observable by name)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["observable"] = self.observable_name
-        out["lambdas_pos"], out["lambdas_neg"] = list(self.lambdas_pos), list(self.lambdas_neg)
+        for name in ("lambdas_pos", "lambdas_neg"):
+            value = getattr(self, name)
+            out[name] = value if value == "auto" else list(value)
         return out

@@ -103,13 +103,14 @@ def tps_samples(records) -> pd.DataFrame:
 def tps_tokens(records, length: int, n_initial: int | None = None) -> int:
     """Tokens a TPS run generated: Σ over moves of (L − cut) (the regenerated suffix) plus L per initial sample.
 
-    ``n_initial`` defaults to the number of distinct chains (each starts from one direct sample of L tokens).
+    ``n_initial`` defaults to the number of rows of the batch (each starts from one direct sample of L tokens): the
+    records of move t = 0 (one per chain annealed, one per replica with replica exchange).
     """
     if hasattr(records, "records"):
         records = records.records
     cut = records["cut"].to_numpy(dtype=np.int64)
     if n_initial is None:
-        n_initial = records["chain"].nunique()
+        n_initial = int((records["t"] == 0).sum()) if "t" in records else records["chain"].nunique()
     return int(np.sum(length - cut) + n_initial * length)
 
 

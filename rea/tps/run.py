@@ -49,6 +49,7 @@ from rea.sampling import encode_prompt, sample_streams
 from rea.tps.chains import ChainRows, chain_rng
 from rea.tps.config import TPSConfig
 from rea.tps.exchange import exchange_round
+from rea.tps.ladder import resolve_ladder
 from rea.tps.move import draw_move, metropolis_accept
 from rea.tps.records import SNAPSHOT_COLUMNS, TPSResult, as_samples
 from rea.tps.shooting import BATCHING, make_shooter
@@ -198,15 +199,23 @@ class _Run:
                 "tokens": [new[j].tokens.tolist() for j in pick], "text": [lm.decode(new[j].tokens) for j in pick]}
 
 
-def _initial_chains(lm, configs: list[TPSConfig]) -> list[list[ChainState]]:
-    """Each run's start: one direct sample of p_M per row (``sample(..., seed)`` of the run's seed, all runs'
-    completions decoded as shared batches by :func:`rea.sampling.sample_streams`), each row with its fresh move
-    RNG."""
+def _initial_chains(lm, configs: list[TPSConfig], given: list) -> list[list[ChainState]]:
+    """Each run's start: its ``given`` completions (a :class:`rea.sampling.Samples` of one per row) or one direct
+    sample of p_M per row (``sample(..., seed)`` of the run's seed, all such runs' completions decoded as shared
+    batches by :func:`rea.sampling.sample_streams`), each row with its fresh move RNG."""
     if not configs:
         return []
     n_rows = [len(ChainRows.of(c)) for c in configs]
-    inits = sample_streams(lm, configs[0].prompt, [(c.seed, n) for c, n in zip(configs, n_rows)], configs[0].length,
-                           progress=False)
+    for config, n, init in zip(configs, n_rows, given):
+        if init is not None and (len(init) != n or init.tokens.shape[1] != config.length):
+            raise ValueError(f"initial must hold one completion of {config.length} tokens per chain ({n}), got "
+                             f"{init.tokens.shape}")
+    todo = [i for i, init in enumerate(given) if init is None]
+    drawn = sample_streams(lm, configs[0].prompt, [(configs[i].seed, n_rows[i]) for i in todo], configs[0].length,
+                           progress=False) if todo else []
+    inits = list(given)
+    for i, init in zip(todo, drawn):
+        inits[i] = init
     out = []
     for config, init in zip(configs, inits):
         phi = evaluate(config.observable, init)
@@ -313,12 +322,19 @@ def _checked_config(lm, config) -> TPSConfig:
     return config
 
 
+def _pilot_runner(lm):
+    """The pilot runs of an adaptive ladder: :func:`run_tps` from given states, quietly."""
+    def run_pilot(config, out_dir, initial):
+        return run_tps(lm, config, out_dir, progress=False, initial=initial)
+    return run_pilot
+
+
 def run_tps_many(lm, configs, out_dirs, resume=False, progress: bool = True, max_steps: int | None = None,
-                 overwrite: bool = False, batching: str = "auto") -> list[TPSResult]:
+                 overwrite: bool = False, batching: str = "auto", initial=None) -> list[TPSResult]:
     """Run (or resume) several independent TPS runs of one prompt at once, their chains as one batch per move.
 
     ``configs[i]`` runs into ``out_dirs[i]``; the other arguments are those of :func:`run_tps` and apply to every
-    run (``resume`` may also be one bool per run). All configs must share the prompt and the completion length.
+    run (``resume`` may also be one bool per run, ``initial`` is one Samples or None per run). All configs must share the prompt and the completion length.
     Each chain draws from its own RNG and each run writes its own files, so each run gives what it gives alone (up
     to the float rounding of a larger batch of the model); what is shared is the decode: a step of the model serves
     the rows of every run, which on a CPU costs little more than serving one run's rows (SmolLM2, 2 cores: 68 ms
@@ -326,8 +342,9 @@ def run_tps_many(lm, configs, out_dirs, resume=False, progress: bool = True, max
     """
     if batching not in BATCHING:
         raise ValueError(f"batching must be one of {BATCHING}, got {batching!r}")
-    configs = [_checked_config(lm, c) for c in configs]
     out_dirs = [Path(d) for d in out_dirs]
+    configs = [_checked_config(lm, c) for c in configs]
+    configs = [resolve_ladder(lm, c, d, _pilot_runner(lm)) for c, d in zip(configs, out_dirs)]
     if not configs or len(configs) != len(out_dirs):
         raise ValueError(f"configs and out_dirs must be non-empty and of one length, got {len(configs)} and "
                          f"{len(out_dirs)}")
@@ -344,8 +361,11 @@ def run_tps_many(lm, configs, out_dirs, resume=False, progress: bool = True, max
     opened = [_open_run(lm, c, d, prompt_ids, r, overwrite, max_steps)
               for c, d, r in zip(configs, out_dirs, resumes)]
     runs = [r for r in opened if isinstance(r, _Run)]
-    fresh = [r for r in runs if r.chains is None]
-    for run, chains in zip(fresh, _initial_chains(lm, [r.config for r in fresh])):
+    given = [None] * len(configs) if initial is None else list(initial)
+    if len(given) != len(configs):
+        raise ValueError(f"initial must be None or one Samples (or None) per run ({len(configs)}), got {len(given)}")
+    fresh = [(r, g) for r, g in zip(opened, given) if isinstance(r, _Run) and r.chains is None]
+    for (run, _), chains in zip(fresh, _initial_chains(lm, [r.config for r, _ in fresh], [g for _, g in fresh])):
         run.start_from(chains)
     if runs:
         _run_all(lm, prompt_ids, runs, progress, batching)
@@ -353,7 +373,7 @@ def run_tps_many(lm, configs, out_dirs, resume=False, progress: bool = True, max
 
 
 def run_tps(lm, config: TPSConfig, out_dir, resume: bool = False, progress: bool = True, max_steps: int | None = None,
-            overwrite: bool = False, batching: str = "auto") -> TPSResult:
+            overwrite: bool = False, batching: str = "auto", initial=None) -> TPSResult:
     """Run (or resume) annealed forward-shooting TPS; see the module docstring for the algorithm.
 
     Parameters
@@ -370,6 +390,9 @@ def run_tps(lm, config: TPSConfig, out_dir, resume: bool = False, progress: bool
     overwrite : start afresh even if ``out_dir`` already holds a run (its files are replaced).
     batching : ``"auto"`` (continuous batching where the model's decoder supports it, :mod:`rea.tps.shooting`),
         ``"continuous"`` or ``"lockstep"``; the chains' moves are the same in each, only the speed differs.
+    initial : a fresh run's starting completions, a :class:`rea.sampling.Samples` with one completion per chain (row
+        order of :class:`rea.tps.chains.ChainRows`) instead of direct samples -- e.g. the final states of a
+        previous run, to continue its annealing (:mod:`rea.tps.ladder`). Ignored when resuming.
 
     Returns
     -------
@@ -377,4 +400,4 @@ def run_tps(lm, config: TPSConfig, out_dir, resume: bool = False, progress: bool
     Σ_k n_steps × (chains active at bias k), i.e. n_biases × n_steps × 2J for equal-length schedules).
     """
     return run_tps_many(lm, [config], [out_dir], resume=resume, progress=progress, max_steps=max_steps,
-                        overwrite=overwrite, batching=batching)[0]
+                        overwrite=overwrite, batching=batching, initial=None if initial is None else [initial])[0]
