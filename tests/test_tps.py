@@ -476,3 +476,15 @@ def test_adaptive_ladder_places_overlapping_biases_and_is_reused(tmp_path):
         TPSConfig(prompt=DEFAULT_PROMPT, length=12, lambdas_pos=[], lambdas_neg="auto")
     with pytest.raises(ValueError, match="cannot both be 'auto'"):
         TPSConfig(prompt=DEFAULT_PROMPT, length=12, lambdas_pos="auto", lambdas_neg="auto", target=1.0)
+
+
+def test_replica_exchange_continuous_equals_lockstep_on_llama(tmp_path):
+    """Swapped replicas swap their kept keys and values too: on the fast-decoder llama, replica exchange under
+    continuous batching gives the lockstep records and swaps."""
+    lm = fast_char_llama()
+    c = cfg(length=10, lambdas_pos=[0.3, 1.0, 2.0], lambdas_neg=[], n_steps=12, n_chains=2, exchange_every=3)
+    runs = {b: run_tps(lm, c, tmp_path / b, progress=False, batching=b) for b in ("continuous", "lockstep")}
+    a, b = runs["continuous"], runs["lockstep"]
+    assert a.swaps["accepted"].any()
+    pd.testing.assert_frame_equal(a.records, b.records, check_exact=False, rtol=1e-5, atol=1e-5)
+    pd.testing.assert_frame_equal(a.swaps, b.swaps, check_exact=False, rtol=1e-5, atol=1e-5)

@@ -387,15 +387,25 @@ class LlamaDecoder:
     @torch.inference_mode()
     def save_rows(self, store: torch.Tensor, rows, starts, stop: int) -> None:
         """``store[.., r, :, a_r:stop] = cache[.., r, :, a_r:stop]`` for each row r of ``rows`` and start a_r of
-        ``starts``."""
-        for r, a in zip(rows, starts):
-            store[:, :, r, :, a:stop] = self.cache[:, :, r, :, a:stop]
+        ``starts`` (one masked copy for all rows)."""
+        if len(rows):
+            index = torch.as_tensor(rows, device=self.device).long()
+            t = torch.arange(store.shape[-2], device=self.device)
+            take = ((t[None, :] >= torch.as_tensor(starts, device=self.device)[:, None]) & (t[None, :] < stop))
+            take = take[None, None, :, None, :, None]  # [1, 1, n, 1, T, 1]
+            new = self.cache[:, :, index, :, : store.shape[-2]]
+            store[:, :, index] = torch.where(take, new, store[:, :, index])
 
     @torch.inference_mode()
     def restore_rows(self, store: torch.Tensor, rows, stops) -> None:
-        """``cache[.., r, :, :b_r] = store[.., r, :, :b_r]`` for each row r of ``rows`` and stop b_r of ``stops``."""
-        for r, b in zip(rows, stops):
-            self.cache[:, :, r, :, :b] = store[:, :, r, :, :b]
+        """``cache[.., r, :, :b_r] = store[.., r, :, :b_r]`` for each row r of ``rows`` and stop b_r of ``stops``
+        (one masked copy for all rows)."""
+        if len(rows):
+            index = torch.as_tensor(rows, device=self.device).long()
+            n = store.shape[-2]
+            t = torch.arange(n, device=self.device)
+            take = (t[None, :] < torch.as_tensor(stops, device=self.device)[:, None])[None, None, :, None, :, None]
+            self.cache[:, :, index, :, :n] = torch.where(take, store[:, :, index], self.cache[:, :, index, :, :n])
 
     @staticmethod
     @torch.inference_mode()
