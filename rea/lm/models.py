@@ -82,6 +82,12 @@ class HFDecoder:
         self.past = out.past_key_values
         return out.logits[:, -1].float()
 
+    @torch.inference_mode()
+    def reorder(self, index: torch.Tensor) -> None:
+        """Make row b of the ``DynamicCache`` a copy of row ``index[b]`` (``index`` ``[B]``, repeats allowed), every
+        layer's keys and values: the rows' histories follow resampled ancestors (sequential Monte Carlo)."""
+        self.past.reorder_cache(torch.as_tensor(index).long())
+
 
 class HFLanguageModel:
     """A ``transformers`` causal LM with its tokenizer, behind the :class:`LanguageModel` interface.
