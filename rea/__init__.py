@@ -8,8 +8,10 @@ home in a sub-package that says what it is:
 * :mod:`rea.observables` -- ARI, Log-Prob, Repeats and user observables;
 * :mod:`rea.exact` -- exact answers for the toy model;
 * :mod:`rea.stats` -- intervals, direct and importance-sampling estimators, MCMC diagnostics, bootstrap, MBAR;
-* :mod:`rea.tps` -- transition path sampling and its MBAR analysis;
+* :mod:`rea.tps` -- transition path sampling (annealed, replica exchange, adaptive ladders) and its MBAR analysis;
+* :mod:`rea.smc` -- sequential Monte Carlo (cloning) on prefixes: unbiased Z(λ) and tail estimates;
 * :mod:`rea.single_token` -- single-token rare outputs (Wu & Hilton);
+* :mod:`rea.sweep` -- tail probabilities over a grid of prompts, on Ray (``rea sweep``);
 * :mod:`rea.book` -- profiles, records, plots, the chapter runner and golden checks;
 * :mod:`rea.storage`, :mod:`rea.arguments`, :mod:`rea.cli`, :mod:`rea.validate`.
 """
@@ -27,9 +29,10 @@ _HOMES = {
     "rea.stats": ["direct_tail", "wilson_interval", "z_value", "importance_estimate", "effective_sample_size",
                   "mixture_log_weights", "TiltedMBAR", "ISIntervalWarning", "OverlapWarning"],
     "rea.tps": ["TPSConfig", "run_tps", "tps_mbar", "tps_tokens", "ChainCountWarning"],
+    "rea.sweep": ["run_sweep"],
 }
 _ALIASES = {"TOY_PROMPT": "DEFAULT_PROMPT"}
-_MODULES = ["exact", "stats", "tps", "single_token"]
+_MODULES = ["exact", "stats", "tps", "smc", "single_token"]
 _HOME_OF = {name: home for home, names in _HOMES.items() for name in names}
 
 __all__ = [name for names in _HOMES.values() for name in names] + _MODULES

@@ -1,4 +1,5 @@
-"""The ``rea`` command line: ``rea info``, ``rea sample`` and ``rea run`` (chapters through papermill)."""
+"""The ``rea`` command line: ``rea info``, ``rea sample``, ``rea run`` (chapters through papermill) and ``rea sweep``
+(tail probabilities over a grid of prompts, on Ray)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,49 @@ def _sample(args) -> int:
     return 0
 
 
+def _sweep(args) -> int:
+    from rea.sweep import format_summary, read_prompts, run_sweep
+
+    prompts = read_prompts(args.prompts, args.column)
+    budget = {"length": args.length, "n_chains": args.n_chains, "n_steps": args.n_steps, "n_direct": args.n_direct,
+              "lambdas": args.lambdas}
+    table = run_sweep(prompts, model=args.model, observables=args.observable or ["repeats"],
+                      thresholds=args.threshold, seeds=args.seed or [0], method=args.method, profile=args.profile,
+                      side=args.side, out=args.out, budget=budget, workers=args.workers,
+                      cpus_per_worker=args.cpus_per_worker, num_cpus=args.num_cpus, address=args.address,
+                      device=args.device, max_attempts=args.max_attempts, progress=not args.no_progress)
+    print(format_summary(table))
+    a = table.attrs
+    print(f"wrote {a['out']}/summary.csv: {len(table)} cells ({a['computed']} computed, {a['reused']} reused, "
+          f"{a['failed']} failed) in {a['wall_s']:.0f} s")
+    return 0
+
+
+def _add_sweep(sub) -> None:
+    w = sub.add_parser("sweep", help="tail probabilities over prompts × observables × thresholds × seeds, on Ray")
+    w.add_argument("--prompts", required=True, help="a text file (one prompt per line) or a .csv/.parquet table")
+    w.add_argument("--column", default=None, help="the prompts' column of a .csv/.parquet file (default: prompt)")
+    w.add_argument("--model", default="smollm2-135m", help="model name, hub id or directory ('toy': exact toy LM)")
+    w.add_argument("--observable", action="extend", nargs="+", help="ari, logprob, repeats (default repeats)")
+    w.add_argument("--threshold", action="extend", nargs="+", type=float, required=True,
+                   help="tail thresholds a: P(φ ≥ a) (with --side lower: P(φ ≤ a))")
+    w.add_argument("--seed", action="extend", nargs="+", type=int, help="seeds (default 0)")
+    w.add_argument("--method", default="tps", help="tps (TPS + MBAR, default) or direct")
+    w.add_argument("--profile", default="quick", help="budget: ci, quick (default) or paper (the book's profiles)")
+    w.add_argument("--side", default="upper", help="upper (P(φ ≥ a), default) or lower (P(φ ≤ a))")
+    w.add_argument("--out", default="sweep", help="output folder (a re-run resumes it); default ./sweep")
+    w.add_argument("--workers", type=int, default=None, help="Ray workers (default: one per GPU, else per core)")
+    w.add_argument("--cpus-per-worker", type=int, default=1, help="cores (torch threads) of a CPU worker")
+    w.add_argument("--num-cpus", type=int, default=None, help="cores of a local Ray (default: all)")
+    w.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)")
+    w.add_argument("--device", default="auto", help="auto, cpu or cuda (workers ask for a GPU where there is one)")
+    w.add_argument("--max-attempts", type=int, default=2, help="runs of a job whose worker process died")
+    for knob in ("length", "n-chains", "n-steps", "n-direct"):
+        w.add_argument(f"--{knob}", type=int, default=None, help=f"override the profile's {knob.replace('-', '_')}")
+    w.add_argument("--lambdas", type=float, nargs="+", default=None, help="override the |λ| grid")
+    w.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def _run(args, extra) -> int:
     from rea.book.runner import main as run_main
 
@@ -74,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stop-at-eos", action="store_true", help="end completions at EOS (padded)")
     s.add_argument("--device", default="auto", help="auto, cpu or cuda")
     s.add_argument("--out", required=True, help="output .parquet file")
+    _add_sweep(sub)
     r = sub.add_parser("run", help="execute a chapter through papermill into runs/", add_help=False)
     r.add_argument("chapter")
     return parser
@@ -90,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             return _info(args)
         if args.command == "sample":
             return _sample(args)
+        if args.command == "sweep":
+            return _sweep(args)
         return _run(args, extra)
     except (ValueError, KeyboardInterrupt) as err:
         msg = "interrupted" if isinstance(err, KeyboardInterrupt) else str(err)

@@ -26,6 +26,7 @@ CHAPTERS: dict[str, str] = {
     "mbar": "05_mbar.md",
     "errors": "06_errors.md",
     "single-token": "07_single_token.md",
+    "sweep": "08_sweep.md",
 }
 """Chapter short name -> its jupytext MyST source under ``book/``, in the order of ``_toc.yml``."""
 

@@ -91,6 +91,16 @@ SINGLE_TOKEN: dict[str, dict] = {
 }
 """Chapter 7 (single-token): the Wu & Hilton comparison scaled to a CPU."""
 
+SWEEP: dict[str, dict] = {
+    # real model: how many word-prefixes of the prompt are swept, and the method of their cells (direct sampling on
+    # a CPU, where one TPS cell at the quick budget takes minutes; TPS + MBAR at paper scale); toy LM: how many
+    # word-prefixes of its prompt (TPS + MBAR, checked against exact tails). The cells' budgets are SHARED_TPS's.
+    "ci": dict(n_prompts=2, method="direct", toy_prompts=2),
+    "quick": dict(n_prompts=4, method="direct", toy_prompts=4),
+    "paper": dict(n_prompts=12, method="tps", toy_prompts=8),
+}
+"""Chapter 8 (sweep): the prompts of the sweeps and the method of the real-model cells."""
+
 SETTINGS: dict[str, tuple[dict[str, dict], ...]] = {
     "theory": (THEORY,),
     "sampling": (SAMPLING,),
@@ -99,6 +109,7 @@ SETTINGS: dict[str, tuple[dict[str, dict], ...]] = {
     "mbar": (SHARED_TPS, SHARED_MBAR),
     "errors": (SHARED_TPS, SHARED_MBAR),
     "single-token": (SINGLE_TOKEN,),
+    "sweep": (SHARED_TPS, SHARED_MBAR, SWEEP),
 }
 """Chapter short name -> the tables of its knobs (merged in order; a knob is in exactly one of them)."""
 

@@ -31,6 +31,13 @@ CORPUS = (
 
 ARCHITECTURES = ("llama", "gpt-neo")
 
+TINYSTORIES_8M = dict(arch="gpt-neo", vocab_size=50257, hidden_size=256, n_layers=8, n_heads=16,
+                      intermediate_size=1024, max_positions=2048, tie_embeddings=True, eos_token_id=50256,
+                      window_size=256)
+""":func:`tiny_model` arguments of a random model shaped like ``roneneldan/TinyStories-8M`` (GPT-Neo: hidden 256,
+8 layers alternating global and local attention with window 256, 16 heads, MLP 1024, vocabulary 50257, tied
+embeddings): the paper's model for throughput measurements where the hub is out of reach."""
+
 
 class CharTokenizer:
     """The slice of a ``transformers`` tokenizer that :class:`rea.lm.models.HFLanguageModel` uses, one id per
@@ -78,8 +85,9 @@ def tiny_config(arch: str = "llama", vocab_size: int = 64, hidden_size: int = 32
     """A ``LlamaConfig`` (``arch="llama"``, grouped-query attention with ``n_kv_heads``) or a ``GPTNeoConfig``
     (``"gpt-neo"``, the TinyStories architecture: alternating global and local attention, window 16).
 
-    ``intermediate_size`` defaults to 2·``hidden_size``; ``hf_overrides`` are passed to the llama config as they are
-    (e.g. ``attention_bias=True``, ``head_dim=8``, ``rope_parameters={...}``) to reach other code paths.
+    ``intermediate_size`` defaults to 2·``hidden_size``; ``hf_overrides`` are passed to the config as they are
+    (llama: e.g. ``attention_bias=True``, ``head_dim=8``, ``rope_parameters={...}`` to reach other code paths;
+    GPT-Neo: e.g. ``window_size=256``, the TinyStories models' window, see :data:`TINYSTORIES_8M`).
     """
     intermediate_size = intermediate_size or 2 * hidden_size
     if arch == "llama":
@@ -92,17 +100,16 @@ def tiny_config(arch: str = "llama", vocab_size: int = 64, hidden_size: int = 32
             "initializer_range": initializer_range, "eos_token_id": eos_token_id, "bos_token_id": eos_token_id,
             "pad_token_id": eos_token_id, **hf_overrides,
         })
-    if hf_overrides:
-        raise ValueError(f"hf_overrides are only passed to llama configs, got {sorted(hf_overrides)} for {arch!r}")
     if arch == "gpt-neo":
         from transformers import GPTNeoConfig
 
-        return GPTNeoConfig(
-            vocab_size=vocab_size, hidden_size=hidden_size, num_layers=n_layers, num_heads=n_heads,
-            max_position_embeddings=max_positions, attention_types=[[["global", "local"], n_layers // 2]],
-            window_size=16, intermediate_size=intermediate_size, initializer_range=initializer_range,
-            eos_token_id=eos_token_id, bos_token_id=eos_token_id, tie_word_embeddings=tie_embeddings,
-        )
+        return GPTNeoConfig(**{
+            "vocab_size": vocab_size, "hidden_size": hidden_size, "num_layers": n_layers, "num_heads": n_heads,
+            "max_position_embeddings": max_positions, "attention_types": [[["global", "local"], n_layers // 2]],
+            "window_size": 16, "intermediate_size": intermediate_size, "initializer_range": initializer_range,
+            "eos_token_id": eos_token_id, "bos_token_id": eos_token_id, "tie_word_embeddings": tie_embeddings,
+            **hf_overrides,
+        })
     raise ValueError(f"arch must be one of {ARCHITECTURES}, got {arch!r}")
 
 
