@@ -1,6 +1,7 @@
 """Deep tails on the toy: relative RMSE, coverage and token efficiency of each estimator over independent repeats.
 
-    .venv/bin/python bench/bench_tails.py [--repeats 10] [--scale 1.0] [--methods annealed,replica,direct]
+    .venv/bin/python bench/bench_tails.py [--repeats 10] [--scale 1.0] [--methods annealed,replica,smc,direct]
+    .venv/bin/python bench/bench_tails.py --smollm      # only the SmolLM2 agreement check
 
 Problem: the toy LM, φ = count of " once"/" there"/" quickly"/" extraordinarily" in L = 20 tokens, whose exact tail
 P(φ ≥ a) comes from :func:`rea.exact.count_distribution`: a = 10 (1.4e-8) and a = 14 (1.7e-13).
@@ -23,8 +24,17 @@ measured coverage. Lines printed for the record:
 
 Methods: ``annealed`` (the paper's TPS: 16 chains, λ ∈ {−0.5, −1, −1.5, −1.75}, 6000·scale moves per bias, MBAR with
 the bootstrap over chains), ``replica`` (replica-exchange TPS, 8 ladders over λ = 0, −0.25, …, −3, swaps every 5
-moves, the same number of moves as ``annealed``), ``direct`` (i.i.d. samples at the same budget, Wilson interval).
-All repeats of a TPS method run as one batch of the model (:func:`rea.tps.run_tps_many`).
+moves, the same number of moves as ``annealed``), ``smc`` (:func:`rea.smc.smc_tail`: 1000 particles × 10
+replicates per estimate at the λ whose exact tilted mean sits at the threshold; a budget of its own, 2e5 tokens, as
+its RMSE scales with it like the others'), ``direct`` (i.i.d. samples at the TPS budget, Wilson interval). All
+repeats of a TPS method run as one batch of the model (:func:`rea.tps.run_tps_many`).
+
+``--smollm``: on the embedded SmolLM2 (quick-profile shape: L = 24, the paper's prompt), φ = Log-Prob, the lower tail
+P(φ ≤ a): replica-exchange TPS + MBAR (6 ladders over λ = 0.02 … 0.15, 120 moves per replica, 256 direct samples)
+and SMC (256 particles × 8 replicates at the strongest bias that passes Gelman–Rubin) estimate the same tail, a
+being that bias's median φ. Prints the tail's distance in decades from 1/N, the smallest probability direct
+sampling resolves with the two methods' tokens (N = tokens / L), and ``smollm_methods_agree p=…: yes/no`` (yes:
+their 96 % intervals overlap) with both estimates.
 """
 
 from __future__ import annotations
@@ -39,10 +49,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rea import exact  # noqa: E402
+from rea import exact, stats  # noqa: E402
 from rea.sampling import sample  # noqa: E402
 from rea.stats import wilson_interval  # noqa: E402
 from rea.tps import TPSConfig, run_tps_many, tps_mbar, tps_tokens  # noqa: E402
+from rea.book import threshold_between  # noqa: E402
 from rea.validate.toy import ADV_TOKENS, PROMPT, single_thread, token_count, toy_model  # noqa: E402
 
 L = 20
@@ -50,6 +61,7 @@ THRESHOLDS = (10.0, 14.0)
 ANNEALED_LAMBDAS = (-0.5, -1.0, -1.5, -1.75)
 REPLICA_LAMBDAS = tuple(-0.25 * k for k in range(1, 13))
 ANNEALED_CHAINS, REPLICA_LADDERS, EXCHANGE_EVERY = 16, 8, 5
+SMOLLM_LAMBDAS = (0.02, 0.05, 0.1, 0.15)
 
 
 def tps_repeats(method: str, repeats: int, scale: float) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, float]]:
@@ -101,6 +113,35 @@ def direct_repeats(repeats: int, tokens: float) -> list[tuple[np.ndarray, np.nda
     return out
 
 
+def smc_repeats(repeats: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, float]]:
+    """``repeats`` independent SMC estimates (1000 particles × 10 replicates each), each threshold at the λ whose
+    exact tilted mean is the threshold -> per repeat (p̂, interval, tokens ``[thresholds]``)."""
+    from rea.smc import smc_tail
+
+    lm = toy_model()
+    lams = [_lambda_at_mean(lm, a) for a in THRESHOLDS]
+    out = []
+    for r in range(repeats):
+        est = [smc_tail(lm, PROMPT, L, "count", lam, [a], n_particles=1000, n_replicates=10, seed=100 * r + i,
+                        tokens=ADV_TOKENS, confidence=0.96, progress=False) for i, (lam, a) in
+               enumerate(zip(lams, THRESHOLDS))]
+        out.append((np.array([e.tail[0] for e in est]), np.array([e.tail_lo[0] for e in est]),
+                    np.array([e.tail_hi[0] for e in est]), float(np.mean([e.tokens for e in est]))))
+    return out
+
+
+def _lambda_at_mean(lm, target: float) -> float:
+    """The bias λ < 0 whose exact tilted mean of the adverb count is ``target`` (bisection)."""
+    lo, hi = -10.0, 0.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if exact.exact_mean(lm, PROMPT, L, "count", tokens=ADV_TOKENS, lam=mid) > target:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
 def report(method: str, runs, p_exact: np.ndarray) -> None:
     """Print the RMSE, coverage and efficiency lines of one method."""
     p_hat = np.array([r[0] for r in runs])
@@ -128,8 +169,12 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--scale", type=float, default=1.0, help="moves per bias = 6000 × scale (annealed)")
-    ap.add_argument("--methods", default="annealed,replica,direct")
+    ap.add_argument("--methods", default="annealed,replica,smc,direct")
+    ap.add_argument("--smollm", action="store_true", help="only the SmolLM2 agreement check")
     args = ap.parse_args(argv)
+    if args.smollm:
+        smollm_agreement()
+        return
     dist = exact.count_distribution(toy_model(), PROMPT, L, "count", tokens=ADV_TOKENS)
     p_exact = np.array([np.exp(dist.log_tail(a)) for a in THRESHOLDS])
     budget = None
@@ -140,10 +185,49 @@ def main(argv=None) -> None:
             budget = budget or float(np.mean([r[3] for r in runs]))
         elif method == "direct":
             runs = direct_repeats(args.repeats, budget or 2e7)
+        elif method == "smc":
+            runs = smc_repeats(args.repeats)
         else:
-            raise SystemExit(f"--methods: unknown method {method!r} (annealed, replica, direct)")
+            raise SystemExit(f"--methods: unknown method {method!r} (annealed, replica, smc, direct)")
         report(method, runs, p_exact)
         print(f"  ({time.perf_counter() - t0:.0f} s)")
+
+
+def smollm_agreement() -> None:
+    """Replica-exchange TPS + MBAR and SMC on SmolLM2 estimate one deep lower tail of Log-Prob; see the module
+    docstring."""
+    from rea.lm import load_model
+    from rea.observables import log_prob
+    from rea.smc import smc_tail
+
+    lm, length, prompt = load_model(), 24, "Once upon a time, in a big forest, there lived a rhinoc"
+    t0 = time.perf_counter()
+    cfg = TPSConfig(prompt=prompt, length=length, lambdas_pos=list(SMOLLM_LAMBDAS), lambdas_neg=[], n_steps=120,
+                    n_chains=6, seed=0, observable="logprob", checkpoint_every=10**6, exchange_every=4)
+    with tempfile.TemporaryDirectory() as tmp:
+        res = run_tps_many(lm, [cfg], [tmp], progress=False)[0]
+    direct = log_prob(sample(lm, prompt, 256, length, seed=1, progress=False))
+    kept = res.post_burn_in(0.1)
+    gr = stats.gelman_rubin_by_bias(kept["phi"].to_numpy(), kept["chain"].to_numpy(), kept["lam"].to_numpy())
+    print("  Gelman–Rubin per bias: " + ", ".join(f"{r.lam:g}: {r.gr:.2f}" for r in gr.itertuples()))
+    if not gr["passed"].any():
+        print("smollm_methods_agree p=nan: no (no bias passed Gelman–Rubin at this budget)")
+        return
+    lam = float(gr.loc[gr["passed"], "lam"].max())
+    a = threshold_between(kept.loc[kept["lam"] == lam, "phi"].to_numpy(), 0.5)  # the strongest kept bias's median
+    tps = tps_mbar(res, direct, [a], side="lower", n_boot=100)
+    smc = smc_tail(lm, prompt, length, "logprob", lam, [a], n_particles=256, n_replicates=8, seed=0, side="lower",
+                   batch_size=512, confidence=0.96, progress=False)
+    tokens = tps_tokens(res, length) + 256 * length + smc.tokens
+    resolvable = length / tokens  # 1/N with N = tokens / L direct samples
+    p_tps, lo_tps, hi_tps = tps.p.iloc[0], tps.ci_low.iloc[0], tps.ci_high.iloc[0]
+    agree = lo_tps <= smc.tail_hi[0] and smc.tail_lo[0] <= hi_tps
+    print(f"  SmolLM2, L={length}, P(Log-Prob ≤ {a:.1f}) (the median at λ = {lam:g}): replica exchange + MBAR "
+          f"{p_tps:.3g} [{lo_tps:.3g}, {hi_tps:.3g}] (dropped biases {tps.attrs['dropped']}), SMC at λ = {lam:g} "
+          f"{smc.tail[0]:.3g} [{smc.tail_lo[0]:.3g}, {smc.tail_hi[0]:.3g}]; {tokens:.3g} tokens in all, direct "
+          f"sampling with them resolves ~{resolvable:.1e}, {np.log10(resolvable / max(p_tps, smc.tail[0])):.1f} "
+          f"decades above ({time.perf_counter() - t0:.0f} s)")
+    print(f"smollm_methods_agree p={smc.tail[0]:.1e}: {'yes' if agree else 'no'}")
 
 
 if __name__ == "__main__":
