@@ -44,6 +44,8 @@ bench: setup
 	$(BIN)/python bench/bench_sampler.py
 	$(BIN)/python bench/bench_estimators.py
 	$(BIN)/python bench/bench_single_token.py
+	$(BIN)/python bench/bench_tails.py --scale 0.25
+	$(BIN)/python bench/bench_tails.py --smollm
 
 book: setup
 	$(BIN)/python -m rea.book.cache

@@ -227,7 +227,37 @@ def smollm_agreement() -> None:
           f"{smc.tail[0]:.3g} [{smc.tail_lo[0]:.3g}, {smc.tail_hi[0]:.3g}]; {tokens:.3g} tokens in all, direct "
           f"sampling with them resolves ~{resolvable:.1e}, {np.log10(resolvable / max(p_tps, smc.tail[0])):.1f} "
           f"decades above ({time.perf_counter() - t0:.0f} s)")
-    print(f"smollm_methods_agree p={smc.tail[0]:.1e}: {'yes' if agree else 'no'}")
+    print(f"smollm_methods_agree method=replica,smc p={smc.tail[0]:.1e}: {'yes' if agree else 'no'}")
+    deep_agreement(lm, prompt, length)
+
+
+def deep_agreement(lm, prompt: str, length: int, lam: float = 0.3, n: int = 2048) -> None:
+    """SMC at bias ``lam`` against importance sampling from the model at temperature T = 1/(1 − λ) (exact weights,
+    :func:`rea.stats.importance_estimate`) on the lower Log-Prob tail at SMC's tilted median: two independent
+    unbiased estimators, ``n`` completions' tokens each."""
+    from rea.sampling import Temperature
+    from rea.smc import smc_tail
+    from rea.stats import importance_estimate
+
+    t0 = time.perf_counter()
+    pilot = smc_tail(lm, prompt, length, "logprob", lam, [0.0], n_particles=256, n_replicates=1, seed=99,
+                     batch_size=512, side="lower", progress=False, keep_particles=True)
+    rep = pilot.replicates[0]
+    w = np.exp(rep.log_w - np.max(rep.log_w))
+    order = np.argsort(rep.phi)
+    a = float(rep.phi[order][np.searchsorted(np.cumsum(w[order]) / w.sum(), 0.5)])  # the tilted median of φ
+    smc = smc_tail(lm, prompt, length, "logprob", lam, [a], n_particles=256, n_replicates=n // 256, seed=0,
+                   side="lower", batch_size=512, confidence=0.96, progress=False)
+    drawn = sample(lm, prompt, n, length, seed=3, proposal=Temperature(1.0 / (1.0 - lam)), progress=False)
+    est = importance_estimate((drawn.logp.sum(1) <= a).astype(float), drawn.log_weights, confidence=0.96)
+    tokens = smc.tokens + n * length + pilot.tokens
+    resolvable = length / tokens
+    agree = est.ci_low <= smc.tail_hi[0] and smc.tail_lo[0] <= est.ci_high
+    print(f"  SmolLM2, L={length}, P(Log-Prob ≤ {a:.1f}): SMC (λ = {lam:g}) {smc.tail[0]:.3g} [{smc.tail_lo[0]:.3g}, "
+          f"{smc.tail_hi[0]:.3g}], importance sampling at T = {1 / (1 - lam):.3g} {est.value:.3g} [{est.ci_low:.3g}, "
+          f"{est.ci_high:.3g}]; {tokens:.3g} tokens in all, direct sampling with them resolves ~{resolvable:.1e}, "
+          f"{np.log10(resolvable / max(est.value, smc.tail[0])):.1f} decades above ({time.perf_counter() - t0:.0f} s)")
+    print(f"smollm_methods_agree method=smc,importance p={smc.tail[0]:.1e}: {'yes' if agree else 'no'}")
 
 
 if __name__ == "__main__":
