@@ -90,7 +90,7 @@ def tps_repeats(method: str, repeats: int, scale: float) -> list[tuple[np.ndarra
             try:
                 df = tps_mbar(res, direct, [a])
                 est[:, i] = df.p.iloc[0], df.ci_low.iloc[0], df.ci_high.iloc[0]
-            except ValueError:  # the threshold lies beyond every kept sample: no estimate
+            except ValueError:  # every bias dropped, or the threshold beyond every kept sample: no estimate
                 est[:, i] = 0.0, 0.0, np.inf
         out.append((*est, tokens))
     return out
@@ -150,11 +150,13 @@ def report(method: str, runs, p_exact: np.ndarray) -> None:
     for i, p in enumerate(p_exact):
         rel = p_hat[:, i] / p - 1
         rmse = float(np.sqrt(np.mean(rel ** 2)))
-        cover = float(np.mean((lo[:, i] <= p) & (p <= hi[:, i])))
         missed = int(np.sum(p_hat[:, i] == 0))
+        # coverage over the repeats that gave an estimate (a failed one has the vacuous interval [0, ∞))
+        has = np.isfinite(hi[:, i])
+        cover = float(np.mean((lo[has, i] <= p) & (p <= hi[has, i]))) if has.any() else float("nan")
         print(f"  {method}: P(φ≥{THRESHOLDS[i]:g}) = {p:.3g}: median p̂ {np.median(p_hat[:, i]):.3g}, relative RMSE "
               f"{rmse:.3g} over {len(runs)} repeats of {tokens:.3g} tokens ({missed} saw no sample beyond the "
-              f"threshold), 96 % interval covers {cover:.0%}")
+              f"threshold), 96 % interval covers {cover:.0%} of the {int(has.sum())} with an estimate")
         if method == "direct":
             eff = "1 (by definition)"
         elif missed:
