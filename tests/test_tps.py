@@ -410,7 +410,6 @@ def test_replica_exchange_resume_and_batching(tmp_path):
     assert (swaps["lam_low"] < swaps["lam_high"]).all() and 0 < swaps["accepted"].mean() < 1
     rates = full.swap_rates()
     assert list(rates.columns) == ["lam_low", "lam_high", "swap_rate", "n"] and rates["n"].sum() == len(swaps)
-    # a swapped-in state continues from where its old replica left it: after round r the rows' φ are exchanged
     assert len(full.final) == 12 and (tmp_path / "full" / "swaps.parquet").exists()
     for batching in ("continuous", "lockstep"):
         out = tmp_path / batching

@@ -140,9 +140,9 @@ def resolve_ladder(lm, config: TPSConfig, out_dir, run_pilot) -> TPSConfig:
     path = Path(out_dir) / LADDER_FILE
     spec = {"prompt": config.prompt, "length": config.length, "observable": config.observable_name,
             "target": config.target, "sign": sign, "n_chains": config.n_chains, "seed": config.seed}
-    if path.exists() and json.loads(path.read_text())["spec"] == spec:
-        ladder = Ladder(**{k: tuple(v) if isinstance(v, list) else v
-                           for k, v in json.loads(path.read_text())["ladder"].items()})
+    stored = json.loads(path.read_text()) if path.exists() else None
+    if stored is not None and stored["spec"] == spec:
+        ladder = Ladder(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored["ladder"].items()})
     else:
         ladder = adaptive_ladder(lm, config.prompt, config.length, config.observable, config.target, run_pilot, sign,
                                  n_chains=config.n_chains, seed=config.seed)

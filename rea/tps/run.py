@@ -91,6 +91,8 @@ class _Run:
         self.bar: _Progress | None = None
         self.since_checkpoint = 0
         self.offset = 0  # the batch row of the run's row 0
+        self.ladders = self.rows.ladders()  # replica exchange: each ladder's rows, ordered by λ
+        self.lams = np.array([self.rows.bias_of(i, 0)[2] for i in range(len(self.rows))])  # each row's λ (move 0)
         self.chains = None
         if chains is not None:
             self.start_from(chains)
@@ -116,15 +118,15 @@ class _Run:
         moves (none at the end of the run) -> the pairs of rows that swapped states. The chains change in one
         assignment, so an interrupt leaves them all before or all after the rounds."""
         every = self.config.exchange_every
-        if every is None:
+        due = [(j, ladder) for j, ladder in enumerate(self.ladders)
+               if (self.chains[ladder[0]].exchanges + 1) * every < self.total[ladder[0]]
+               and all(self.chains[i].t >= (self.chains[ladder[0]].exchanges + 1) * every for i in ladder)]
+        if not due:  # the common case, checked after every decode step that completes a move
             return []
-        chains, swapped, lams = list(self.chains), [], np.array([self.rows.bias_of(i, 0)[2] for i in
-                                                                 range(len(self.chains))])
-        for j, ladder in enumerate(self.rows.ladders()):
+        chains, swapped = list(self.chains), []
+        for j, ladder in due:
             r = chains[ladder[0]].exchanges
-            if (r + 1) * every >= self.total[ladder[0]] or any(chains[i].t < (r + 1) * every for i in ladder):
-                continue
-            rec = exchange_round(ladder, lams, np.array([c.phi for c in chains]), r, self.rngs)
+            rec = exchange_round(ladder, self.lams, np.array([c.phi for c in chains]), r, self.rngs)
             for a, b, ok in zip(rec["row_low"], rec["row_high"], rec["accepted"]):
                 if ok:
                     swapped.append((int(a), int(b)))
