@@ -12,10 +12,11 @@ CHAPTER ?= tps
 PROMPT  ?=
 PARAMS  ?=
 
-.PHONY: setup book test validate bench golden run clean help
+.PHONY: setup book book-check test validate bench golden run clean help
 
 help:
 	@echo "make book      build the HTML book (main job) into _build/html"
+	@echo "make book-check  load every built page in headless Chromium: JS errors, math, images, links, glue"
 	@echo "make test      unit tests, exact checks, notebook regression"
 	@echo "make validate  estimators against exact toy-model answers (table + summary)"
 	@echo "make bench     sampler and estimator benchmarks"
@@ -49,8 +50,13 @@ bench: setup
 
 book: setup
 	$(BIN)/python -m rea.book.cache
+	$(BIN)/python -m rea.book.execute
 	rm -rf _build/.doctrees
 	$(BIN)/jupyter-book build . -W -n --keep-going
+
+# after `make book`: one line per problem (page: what), nonzero exit if any; needs Chromium (apt-get install chromium)
+book-check: setup
+	@$(BIN)/python -m rea.book.browser_check _build/html
 
 golden: setup
 	$(BIN)/python -m rea.book.golden $(CHAPTERS)

@@ -2,9 +2,12 @@
 
     .venv/bin/python bench/bench_tails.py [--repeats 10] [--scale 1.0] [--methods annealed,replica,smc,direct]
     .venv/bin/python bench/bench_tails.py --smollm      # only the SmolLM2 agreement check
+    ... --json bench/results/tails_toy.json             # also write every printed result, with provenance
 
 Problem: the toy LM, φ = count of " once"/" there"/" quickly"/" extraordinarily" in L = 20 tokens, whose exact tail
-P(φ ≥ a) comes from :func:`rea.exact.count_distribution`: a = 10 (1.4e-8) and a = 14 (1.7e-13).
+P(φ ≥ a) comes from :func:`rea.exact.count_distribution`: a = 10 (1.4e-8) and a = 14 (1.7e-13). The problem is
+defined once, in :mod:`rea.book.bench` (``TOY_LENGTH``, ``TOY_THRESHOLDS``), which also reads the ``--json`` files
+for the book's chapter "Deeper tails".
 
 Each method runs ``--repeats`` times with independent seeds at one fixed token budget (tokens counted as generated:
 Σ over moves of the regenerated L − cut, rejected proposals included, plus L per initial state and per direct
@@ -33,13 +36,30 @@ repeats of a TPS method run as one batch of the model (:func:`rea.tps.run_tps_ma
 P(φ ≤ a): replica-exchange TPS + MBAR (6 ladders over λ = 0.02 … 0.15, 120 moves per replica, 256 direct samples)
 and SMC (256 particles × 8 replicates at the strongest bias that passes Gelman–Rubin) estimate the same tail, a
 being that bias's median φ. Prints the tail's distance in decades from 1/N, the smallest probability direct
-sampling resolves with the two methods' tokens (N = tokens / L), and ``smollm_methods_agree p=…: yes/no`` (yes:
-their 96 % intervals overlap) with both estimates.
+sampling resolves with the two methods' tokens (N = tokens / L) and, with both estimates (yes: their 96 % intervals
+overlap),
+
+    smollm_methods_agree method=replica,smc p=…: yes/no
+
+Then SMC at λ = 0.3 against importance sampling from the model at T = 1/(1 − λ) (exact weights), two independent
+unbiased estimators of the lower tail at SMC's tilted median (:func:`deep_agreement`):
+
+    smollm_methods_agree method=smc,importance p=…: yes/no
+
+``--json PATH`` writes every printed result to PATH (toy: one row per method and threshold with the exact p, median
+p̂, relative RMSE, coverage, efficiency or its "not reached" note, tokens per repeat, repeats, scale; ``--smollm``:
+one row per pair of methods with both estimates and intervals, p, decades below direct sampling's floor and the
+agreement) under ``results``, with ``provenance`` (date, command line, CPU model, threads, torch version, git
+commit): :func:`write_json`.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
+import os
+import platform
 import sys
 import tempfile
 import time
@@ -54,14 +74,14 @@ from rea.sampling import sample  # noqa: E402
 from rea.stats import wilson_interval  # noqa: E402
 from rea.tps import TPSConfig, run_tps_many, tps_mbar, tps_tokens  # noqa: E402
 from rea.book import threshold_between  # noqa: E402
+from rea.book.bench import TOY_LENGTH as L, TOY_THRESHOLDS as THRESHOLDS  # noqa: E402  (the book reads the same)
 from rea.validate.toy import ADV_TOKENS, PROMPT, single_thread, token_count, toy_model  # noqa: E402
 
-L = 20
-THRESHOLDS = (10.0, 14.0)
 ANNEALED_LAMBDAS = (-0.5, -1.0, -1.5, -1.75)
 REPLICA_LAMBDAS = tuple(-0.25 * k for k in range(1, 13))
 ANNEALED_CHAINS, REPLICA_LADDERS, EXCHANGE_EVERY = 16, 8, 5
 SMOLLM_LAMBDAS = (0.02, 0.05, 0.1, 0.15)
+SMOLLM_PROMPT = "Once upon a time, in a big forest, there lived a rhinoc"
 
 
 def tps_repeats(method: str, repeats: int, scale: float) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, float]]:
@@ -142,11 +162,12 @@ def _lambda_at_mean(lm, target: float) -> float:
     return (lo + hi) / 2
 
 
-def report(method: str, runs, p_exact: np.ndarray) -> None:
-    """Print the RMSE, coverage and efficiency lines of one method."""
+def report(method: str, runs, p_exact: np.ndarray, scale: float) -> list[dict]:
+    """Print the RMSE, coverage and efficiency lines of one method -> one row per threshold, as printed."""
     p_hat = np.array([r[0] for r in runs])
     lo, hi = np.array([r[1] for r in runs]), np.array([r[2] for r in runs])
     tokens = float(np.mean([r[3] for r in runs]))
+    rows = []
     for i, p in enumerate(p_exact):
         rel = p_hat[:, i] / p - 1
         rmse = float(np.sqrt(np.mean(rel ** 2)))
@@ -157,14 +178,61 @@ def report(method: str, runs, p_exact: np.ndarray) -> None:
         print(f"  {method}: P(φ≥{THRESHOLDS[i]:g}) = {p:.3g}: median p̂ {np.median(p_hat[:, i]):.3g}, relative RMSE "
               f"{rmse:.3g} over {len(runs)} repeats of {tokens:.3g} tokens ({missed} saw no sample beyond the "
               f"threshold), 96 % interval covers {cover:.0%} of the {int(has.sum())} with an estimate")
+        eff = None
         if method == "direct":
-            eff = "1 (by definition)"
+            eff, note = 1.0, "1 (by definition)"
         elif missed:
-            eff = f"not reached ({missed} of {len(runs)} repeats without an estimate)"
+            note = f"not reached ({missed} of {len(runs)} repeats without an estimate)"
         else:
-            eff = f"{(L * (1 - p) / (p * 0.04)) / (tokens * (rmse / 0.2) ** 2):.3g}"
-        print(f"efficiency_vs_direct method={method} p={p:.1e}: {eff}")
+            eff = (L * (1 - p) / (p * 0.04)) / (tokens * (rmse / 0.2) ** 2)
+            note = f"{eff:.3g}"
+        print(f"efficiency_vs_direct method={method} p={p:.1e}: {note}")
         print(f"coverage method={method} p={p:.1e}: {cover:.2f}")
+        rows.append(dict(method=method, threshold=THRESHOLDS[i], p_exact=float(p),
+                         median_p_hat=float(np.median(p_hat[:, i])), rel_rmse=rmse, coverage=cover,
+                         n_with_estimate=int(has.sum()), n_missed=missed, efficiency=eff, efficiency_text=note,
+                         tokens_per_repeat=tokens, repeats=len(runs), scale=scale))
+    return rows
+
+
+def write_json(path: str | None, results: list[dict], **problem) -> None:
+    """Write ``{"provenance": …, "problem": problem, "results": results}`` to ``path`` (nothing when None).
+
+    Provenance: UTC date, the command line and its niceness, the CPU model (``/proc/cpuinfo``) and core count,
+    torch's intra-op threads and ``REA_THREADS``/``OMP_NUM_THREADS`` (the toy runs on one thread, SmolLM2's decode
+    on at most that many, :mod:`rea.lm.threads`), the torch version, the git commit (and whether the checkout had
+    changes).
+    Non-finite floats are written as null (JSON has no nan/inf).
+    """
+    if path is None:
+        return
+    import torch
+
+    from rea.storage import git_commit
+
+    commit, dirty = git_commit(Path(__file__).resolve().parent)
+    cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines() if line.startswith("model name")),
+               platform.processor() or platform.machine())
+    root, exe = Path(__file__).resolve().parents[1], Path(sys.executable)
+    exe = exe.relative_to(root) if exe.is_relative_to(root) else exe
+    provenance = dict(
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        command=" ".join([str(exe), *sys.argv]), niceness=os.nice(0), cpu=cpu, cpu_count=os.cpu_count(),
+        torch_threads=torch.get_num_threads(), rea_threads=os.environ.get("REA_THREADS"),
+        omp_num_threads=os.environ.get("OMP_NUM_THREADS"), torch=torch.__version__, git_commit=commit,
+        git_dirty=dirty, python=platform.python_version())
+    clean = [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()} for r in results]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(dict(provenance=provenance, problem=problem, results=clean), indent=1,
+                                     ensure_ascii=False) + "\n")
+    print(f"  wrote {path}")
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
 
 
 def main(argv=None) -> None:
@@ -173,13 +241,17 @@ def main(argv=None) -> None:
     ap.add_argument("--scale", type=float, default=1.0, help="moves per bias = 6000 × scale (annealed)")
     ap.add_argument("--methods", default="annealed,replica,smc,direct")
     ap.add_argument("--smollm", action="store_true", help="only the SmolLM2 agreement check")
+    ap.add_argument("--json", default=None, metavar="PATH", help="also write every result, with provenance, here")
     args = ap.parse_args(argv)
     if args.smollm:
-        smollm_agreement()
+        t0 = time.perf_counter()
+        rows = smollm_agreement()
+        write_json(args.json, rows, model="smollm2-135m", observable="logprob", side="lower", length=24,
+                   prompt=SMOLLM_PROMPT, wall_s=time.perf_counter() - t0)
         return
     dist = exact.count_distribution(toy_model(), PROMPT, L, "count", tokens=ADV_TOKENS)
     p_exact = np.array([np.exp(dist.log_tail(a)) for a in THRESHOLDS])
-    budget = None
+    budget, rows = None, []
     for method in args.methods.split(","):
         t0 = time.perf_counter()
         if method in ("annealed", "replica"):
@@ -191,18 +263,23 @@ def main(argv=None) -> None:
             runs = smc_repeats(args.repeats)
         else:
             raise SystemExit(f"--methods: unknown method {method!r} (annealed, replica, smc, direct)")
-        report(method, runs, p_exact)
-        print(f"  ({time.perf_counter() - t0:.0f} s)")
+        new = report(method, runs, p_exact, args.scale)
+        wall = time.perf_counter() - t0
+        rows += [dict(r, wall_s=wall) for r in new]
+        print(f"  ({wall:.0f} s)")
+    write_json(args.json, rows, model="toy", observable="count of " + "/".join(repr(t) for t in ADV_TOKENS),
+               prompt=PROMPT, length=L, thresholds=list(THRESHOLDS), p_exact=p_exact.tolist(), repeats=args.repeats,
+               scale=args.scale, threads=1)
 
 
-def smollm_agreement() -> None:
-    """Replica-exchange TPS + MBAR and SMC on SmolLM2 estimate one deep lower tail of Log-Prob; see the module
-    docstring."""
+def smollm_agreement() -> list[dict]:
+    """Replica-exchange TPS + MBAR and SMC on SmolLM2 estimate one deep lower tail of Log-Prob, then
+    :func:`deep_agreement`; see the module docstring -> one row per pair of methods, as printed."""
     from rea.lm import load_model
     from rea.observables import log_prob
     from rea.smc import smc_tail
 
-    lm, length, prompt = load_model(), 24, "Once upon a time, in a big forest, there lived a rhinoc"
+    lm, length, prompt = load_model(), 24, SMOLLM_PROMPT
     t0 = time.perf_counter()
     cfg = TPSConfig(prompt=prompt, length=length, lambdas_pos=list(SMOLLM_LAMBDAS), lambdas_neg=[], n_steps=120,
                     n_chains=6, seed=0, observable="logprob", checkpoint_every=10**6, exchange_every=4)
@@ -213,8 +290,9 @@ def smollm_agreement() -> None:
     gr = stats.gelman_rubin_by_bias(kept["phi"].to_numpy(), kept["chain"].to_numpy(), kept["lam"].to_numpy())
     print("  Gelman–Rubin per bias: " + ", ".join(f"{r.lam:g}: {r.gr:.2f}" for r in gr.itertuples()))
     if not gr["passed"].any():
-        print("smollm_methods_agree p=nan: no (no bias passed Gelman–Rubin at this budget)")
-        return
+        print("smollm_methods_agree method=replica,smc p=nan: no (no bias passed Gelman–Rubin at this budget)")
+        return [dict(methods=["replica", "smc"], agree=False, note="no bias passed Gelman–Rubin at this budget",
+                     wall_s=time.perf_counter() - t0)] + [deep_agreement(lm, prompt, length)]
     lam = float(gr.loc[gr["passed"], "lam"].max())
     a = threshold_between(kept.loc[kept["lam"] == lam, "phi"].to_numpy(), 0.5)  # the strongest kept bias's median
     tps = tps_mbar(res, direct, [a], side="lower", n_boot=100)
@@ -230,13 +308,28 @@ def smollm_agreement() -> None:
           f"sampling with them resolves ~{resolvable:.1e}, {np.log10(resolvable / max(p_tps, smc.tail[0])):.1f} "
           f"decades above ({time.perf_counter() - t0:.0f} s)")
     print(f"smollm_methods_agree method=replica,smc p={smc.tail[0]:.1e}: {'yes' if agree else 'no'}")
-    deep_agreement(lm, prompt, length)
+    row = _pair_row(("replica", "smc"), a, lam, (p_tps, lo_tps, hi_tps), (smc.tail[0], smc.tail_lo[0], smc.tail_hi[0]),
+                    tokens, resolvable, agree, time.perf_counter() - t0)
+    row.update(gelman_rubin={f"{r.lam:g}": float(r.gr) for r in gr.itertuples()},
+               dropped_biases=[float(x) for x in tps.attrs["dropped"]])
+    return [row, deep_agreement(lm, prompt, length)]
 
 
-def deep_agreement(lm, prompt: str, length: int, lam: float = 0.3, n: int = 2048) -> None:
+def _pair_row(methods, a, lam, first, second, tokens, resolvable, agree, wall) -> dict:
+    """One JSON row of a SmolLM2 agreement check: both estimates ``(p, ci_low, ci_high)``, p (the SMC estimate, as
+    printed), the decades between direct sampling's floor 1/N and the larger estimate, and the verdict."""
+    est = {m: dict(p=float(e[0]), ci_low=float(e[1]), ci_high=float(e[2])) for m, e in zip(methods, (first, second))}
+    p = est["smc"]["p"]
+    return dict(methods=list(methods), threshold=float(a), lam=float(lam), estimates=est, p=p, tokens=float(tokens),
+                direct_resolves=float(resolvable),
+                decades_below_direct=float(np.log10(resolvable / max(first[0], second[0]))), agree=bool(agree),
+                confidence=0.96, wall_s=float(wall))
+
+
+def deep_agreement(lm, prompt: str, length: int, lam: float = 0.3, n: int = 2048) -> dict:
     """SMC at bias ``lam`` against importance sampling from the model at temperature T = 1/(1 − λ) (exact weights,
     :func:`rea.stats.importance_estimate`) on the lower Log-Prob tail at SMC's tilted median: two independent
-    unbiased estimators, ``n`` completions' tokens each."""
+    unbiased estimators, ``n`` completions' tokens each -> the row of :func:`_pair_row`."""
     from rea.sampling import Temperature
     from rea.smc import smc_tail
     from rea.stats import importance_estimate
@@ -260,6 +353,10 @@ def deep_agreement(lm, prompt: str, length: int, lam: float = 0.3, n: int = 2048
           f"{est.ci_high:.3g}]; {tokens:.3g} tokens in all, direct sampling with them resolves ~{resolvable:.1e}, "
           f"{np.log10(resolvable / max(est.value, smc.tail[0])):.1f} decades above ({time.perf_counter() - t0:.0f} s)")
     print(f"smollm_methods_agree method=smc,importance p={smc.tail[0]:.1e}: {'yes' if agree else 'no'}")
+    row = _pair_row(("smc", "importance"), a, lam, (smc.tail[0], smc.tail_lo[0], smc.tail_hi[0]),
+                    (est.value, est.ci_low, est.ci_high), tokens, resolvable, agree, time.perf_counter() - t0)
+    row["temperature"] = 1.0 / (1.0 - lam)
+    return row
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ commit of the ``rea`` source tree and a UTC timestamp -- but no host or user nam
 * :func:`save_table` / :func:`load_table` -- any tidy :class:`pandas.DataFrame` (e.g. TPS per-step records).
 * :func:`read_provenance` -- the provenance record of either kind of file, without reading the data.
 * :func:`check_output_path` -- a one-line error, before any work, for an output path that cannot be written.
+* :func:`file_lock` -- an exclusive lock between processes (and machines sharing the file system) on one path.
 
 Writes are atomic: the file is written under a temporary name in the same directory and moved into place with
 :func:`os.replace`, so a crash never leaves a half-written file under the final name.
@@ -144,6 +145,18 @@ def check_output_path(path, name: str = "path") -> Path:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"{name}: the directory {str(parent)!r} is not writable; choose another path")
     return path
+
+
+def file_lock(path: str | os.PathLike):
+    """An exclusive inter-process lock on ``<path>.lock`` for a ``with`` block (:class:`filelock.FileLock`).
+
+    The one lock of the package: chapters that share a cached run (:mod:`rea.book.runs`) and sweep workers that load
+    the model into the shared cache (:mod:`rea.sweep.worker`) wait on it instead of doing the work twice."""
+    from filelock import FileLock
+
+    lock = Path(str(path) + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(lock))
 
 
 @contextlib.contextmanager

@@ -148,6 +148,8 @@ def test_run_theory_end_to_end(tmp_path):
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])][0].source
     assert 'prompt = "The sky is"' in injected and "toy_samples = 500" in injected
     assert (out / "observables.csv").exists() and (out / "toy_direct_tail.csv").exists()
+    logged = {json.loads(line)["name"] for line in (out / "records.jsonl").read_text().splitlines()}
+    assert {"th_n", "th_score_diff"} <= logged  # every recorded number, for the reader of a run
     assert json.loads((out / "parameters.json").read_text())["parameters"]["profile"] == "ci"
     assert not list((ROOT / "book").glob("*.ipynb"))
 

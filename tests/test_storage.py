@@ -138,3 +138,30 @@ def test_atomic_write_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert [p.name for p in tmp_path.iterdir()] == ["s.parquet"]  # no temporary left behind
     assert_same(old, storage.load_samples(path))  # the previous file is intact
+
+
+def test_file_lock_excludes_other_processes(tmp_path):
+    import multiprocessing as mp
+
+    from rea.storage import file_lock
+
+    target = tmp_path / "sub" / "run"
+    with file_lock(target):
+        assert (tmp_path / "sub" / "run.lock").exists()
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(1) as pool:
+            assert pool.apply(_try_lock, (str(target),)) is False  # held here: another process times out
+    with ctx.Pool(1) as pool:
+        assert pool.apply(_try_lock, (str(target),)) is True
+
+
+def _try_lock(path: str) -> bool:
+    from filelock import Timeout
+
+    from rea.storage import file_lock
+
+    try:
+        with file_lock(path).acquire(timeout=0.2):
+            return True
+    except Timeout:
+        return False

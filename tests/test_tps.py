@@ -477,6 +477,24 @@ def test_adaptive_ladder_places_overlapping_biases_and_is_reused(tmp_path):
         TPSConfig(prompt=DEFAULT_PROMPT, length=12, lambdas_pos="auto", lambdas_neg="auto", target=1.0)
 
 
+def test_ladder_step_is_finite_when_samples_tie_at_the_extreme():
+    """A discrete φ whose largest value holds more than the aimed ESS fraction of the samples cannot lose more ESS
+    than that share: the step aims above the floor and stays finite (it used to run to the bracket's end, 1e3), and
+    a pair of pilots MBAR cannot join has overlap 0 instead of an error."""
+    from rea.stats import OverlapWarning
+    from rea.tps.ladder import _pilot_overlap, ess_fraction, next_step
+
+    phi = np.array([12.0] * 36 + [13.0] * 144 + [14.0] * 108)  # 37.5 % at the maximum, above the aim 0.17
+    step = next_step(phi, -1, 0.17)
+    floor = 108 / len(phi)
+    assert 0 < step < 10 and ess_fraction(phi, -step) == pytest.approx(floor + (1 - floor) * 0.17, rel=1e-3)
+    cont = np.random.default_rng(0).normal(size=4000)  # no ties: the floor is 1/n and the aim is met as before
+    assert ess_fraction(cont, -next_step(cont, -1, 0.17)) == pytest.approx(0.17, rel=0.01)
+    assert next_step(cont, +1, 0.17) == pytest.approx(next_step(-cont, -1, 0.17), rel=1e-6)
+    with pytest.warns(OverlapWarning):
+        assert _pilot_overlap(np.zeros(50), np.full(50, 5.0), -1000.0) == 0.0
+
+
 def test_replica_exchange_continuous_equals_lockstep_on_llama(tmp_path):
     """Swapped replicas swap their kept keys and values too: on the fast-decoder llama, replica exchange under
     continuous batching gives the lockstep records and swaps."""

@@ -4,17 +4,25 @@
 * :mod:`rea.book.profiles` -- every chapter's knobs per profile (``"ci"``, ``"quick"``, ``"paper"``);
 * :mod:`rea.book.runs` -- the TPS runs and direct samples chapters share, cached by config;
 * :mod:`rea.book.records` -- numbers and figures glued into the prose and logged for the golden checks;
+* :mod:`rea.book.findings` -- findings decided from a chapter's numbers, glued as phrases and tabled;
+* :mod:`rea.book.typeset` -- numbers typeset for prose (2.9 × 10⁻⁷);
+* :mod:`rea.book.papers` -- the papers' setups against the book's profiles (the tables of the introduction and
+  chapter 7);
 * :mod:`rea.book.plots` -- the book's figure style;
+* :mod:`rea.book.sphinx_ext` -- the Sphinx extension of the HTML book (MathJax served locally, tables numbered as
+  tables), and :mod:`rea.book.browser_check` -- ``make book-check``, every built page checked in headless Chromium;
 * :mod:`rea.book.runner` (``rea run CHAPTER``), :mod:`rea.book.golden` (``python -m rea.book.golden``) and
   :mod:`rea.book.cache` (``python -m rea.book.cache``) -- command-line tools.
 """
 
 from rea.book.chapters import CHAPTERS
+from rea.book.findings import chapter_findings, findings_table, record_finding
 from rea.book.plots import COLORS, band, direct_hist, figure, floor_line, use_book_style, wilson_points
 from rea.book.profiles import PROFILES, chapter_settings
 from rea.book.records import TOLERANCES, record, record_figure, threshold_between
 from rea.book.runs import (book_runs_dir, cached_samples, cached_tps, direct_seed, exchange_tps_configs, real_tps_configs,
                            toy_tps_config)
+from rea.book.typeset import sci
 
 __all__ = [
     "CHAPTERS",
@@ -23,6 +31,10 @@ __all__ = [
     "record",
     "record_figure",
     "threshold_between",
+    "record_finding",
+    "findings_table",
+    "chapter_findings",
+    "sci",
     "TOLERANCES",
     "cached_tps",
     "cached_samples",

@@ -27,6 +27,7 @@ CHAPTERS: dict[str, str] = {
     "errors": "06_errors.md",
     "single-token": "07_single_token.md",
     "sweep": "08_sweep.md",
+    "deeper": "09_deeper_tails.md",
 }
 """Chapter short name -> its jupytext MyST source under ``book/``, in the order of ``_toc.yml``."""
 

@@ -1,7 +1,7 @@
 """Golden regression checks of the chapters: ``python -m rea.book.golden [CHAPTER ...]`` (``make golden``) records them,
 ``python -m rea.book.golden --check [CHAPTER ...]`` compares a fresh run with them, ignoring the code hash.
 
-A chapter states its results through :func:`rea.book.record` (glued for the prose and printed). The golden of a
+A chapter states its results through :func:`rea.book.record` (glued for the prose and logged). The golden of a
 chapter, ``tests/golden/<chapter>.json``, holds every recorded number of one run at the ``"ci"`` profile (tiny
 budgets, seed 0), each with the tolerance of its precision class (:data:`rea.book.TOLERANCES`):
 

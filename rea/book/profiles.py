@@ -101,6 +101,22 @@ SWEEP: dict[str, dict] = {
 }
 """Chapter 8 (sweep): the prompts of the sweeps and the method of the real-model cells."""
 
+DEEPER: dict[str, dict] = {
+    # toy LM: the automatic ladder's run (completion length, target a of P(Repeats ≥ a), ladders = pilot chains,
+    # moves per bias, direct samples), SMC's particles and replicates per toy tail; real model: completion length,
+    # SMC's particles and replicates, importance samples
+    "ci": dict(toy_length=12, ladder_target=3.0, ladder_chains=4, ladder_steps=30, toy_samples=500,
+               smc_particles=200, smc_replicates=4, length=8, lm_particles=16, lm_replicates=4, lm_samples=64),
+    "quick": dict(toy_length=20, ladder_target=16.0, ladder_chains=8, ladder_steps=120, toy_samples=2_000,
+                  smc_particles=1_000, smc_replicates=10, length=24, lm_particles=64, lm_replicates=6,
+                  lm_samples=384),
+    "paper": dict(toy_length=20, ladder_target=16.0, ladder_chains=16, ladder_steps=4_000, toy_samples=200_000,
+                  smc_particles=4_000, smc_replicates=20, length=100, lm_particles=1_024, lm_replicates=16,
+                  lm_samples=16_384),
+}
+"""Chapter 9 (deeper): the automatic ladder and SMC on the toy LM, SMC against importance sampling on the real
+model."""
+
 SETTINGS: dict[str, tuple[dict[str, dict], ...]] = {
     "theory": (THEORY,),
     "sampling": (SAMPLING,),
@@ -110,6 +126,7 @@ SETTINGS: dict[str, tuple[dict[str, dict], ...]] = {
     "errors": (SHARED_TPS, SHARED_MBAR),
     "single-token": (SINGLE_TOKEN,),
     "sweep": (SHARED_TPS, SHARED_MBAR, SWEEP),
+    "deeper": (DEEPER,),
 }
 """Chapter short name -> the tables of its knobs (merged in order; a knob is in exactly one of them)."""
 

@@ -1,9 +1,10 @@
 """``rea run CHAPTER``: re-run a chapter of the book on your prompt and parameters, through papermill.
 
 The chapter's text source (a jupytext MyST notebook under ``book/``) is converted in memory (``jupytext.read``) and
-executed by ``papermill.execute_notebook`` with the parameters given on the command line. The executed notebook and
-any results the chapter writes (into its ``out_dir`` parameter, when it has one) go to
-``runs/<chapter>-<slug of the prompt>/``; nothing under ``book/`` is touched.
+executed by ``papermill.execute_notebook`` with the parameters given on the command line. The executed notebook,
+every number the chapter records (``records.jsonl``, one JSON line per :func:`rea.book.record`) and any results the
+chapter writes (into its ``out_dir`` parameter, when it has one) go to ``runs/<chapter>-<slug of the prompt>/``;
+nothing under ``book/`` is touched.
 
 Every chapter has one cell tagged ``parameters`` whose lines read ``name: type = value  # help``. A value given as
 ``-p name value`` is parsed by the parameter's type (int, float, str, bool; list/tuple/dict by ``ast.literal_eval``):
@@ -241,7 +242,11 @@ def run_chapter(chapter: str, overrides: dict[str, str], out: Path | None = None
     (out / "parameters.json").write_text(json.dumps(
         {"chapter": chapter, "source": f"book/{CHAPTERS[chapter]}", "parameters": values,
          "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2, default=str) + "\n")
-    env = {"MPLBACKEND": "Agg", "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0"), **(env or {})}
+    records = out / "records.jsonl"
+    env = {"MPLBACKEND": "Agg", "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0"), "REA_RECORDS": str(records),
+           **(env or {})}
+    if env["REA_RECORDS"] == str(records):
+        records.unlink(missing_ok=True)  # this run's numbers only
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:

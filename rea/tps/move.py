@@ -34,6 +34,14 @@ def select_shooting_points(rng: np.random.Generator, n_chains: int, length: int)
     return rng.integers(0, length, size=n_chains)
 
 
+def expected_move_tokens(length: int) -> float:
+    """Tokens one move regenerates on average: E[L − c] = (L + 1)/2 for the cut c ~ Uniform{0, …, L−1} of
+    :func:`select_shooting_points` (a move with cut c decodes L − c tokens, :mod:`rea.tps.shooting`)."""
+    if int(length) != length or length < 1:
+        raise ValueError(f"length must be a positive integer, got {length!r}")
+    return (int(length) + 1) / 2
+
+
 def metropolis_accept(lam, phi, phi_proposed, u) -> np.ndarray:
     """Accept iff u < α = min(1, e^{−λ(φ' − φ)}) for uniforms ``u [B]``, biases ``lam [B]``, φ and φ' ``[B]``
     -> bool ``[B]``."""
