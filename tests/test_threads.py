@@ -60,3 +60,20 @@ def test_torch_threads_restores_the_setting():
         assert torch.get_num_threads() == 1
         torch.set_num_threads(2)  # a decode may re-decide inside the block
     assert torch.get_num_threads() == old
+
+
+def test_max_threads_does_not_ratchet_down_after_a_busy_spell(monkeypatch):
+    import torch
+
+    from rea.lm import threads
+
+    monkeypatch.delenv("REA_THREADS", raising=False)
+    monkeypatch.setattr(threads, "_CONFIGURED", None)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert threads.max_threads() == 2
+        torch.set_num_threads(1)  # a decode loop lowered it while another process was busy
+        assert threads.max_threads() == 2
+    finally:
+        torch.set_num_threads(old)

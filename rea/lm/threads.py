@@ -73,14 +73,25 @@ class CpuShare:
 _SHARE: CpuShare | None = None
 
 
+_CONFIGURED: int | None = None
+
+
 def max_threads() -> int:
-    """The most threads a decode may use: ``REA_THREADS`` if set, else ``torch.get_num_threads()``."""
+    """The most threads a decode may use: ``REA_THREADS`` if set, else the process's thread setting when this was
+    first asked (``torch.get_num_threads()``: ``OMP_NUM_THREADS`` or the number of cores).
+
+    Not the *current* setting: a long decode loop lowers it while another process is busy, and reading that back
+    would ratchet the count down for good (a TPS run would stay on one thread after the other process ended).
+    """
+    global _CONFIGURED
     pinned = os.environ.get("REA_THREADS", "").strip()
     if pinned:
         if not pinned.isdigit() or int(pinned) < 1:
             raise ValueError(f"REA_THREADS must be a positive integer, got {pinned!r}")
         return int(pinned)
-    return torch.get_num_threads()
+    if _CONFIGURED is None:
+        _CONFIGURED = torch.get_num_threads()
+    return _CONFIGURED
 
 
 def decode_threads(device: torch.device | str = "cpu") -> int:
