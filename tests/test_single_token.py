@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -18,6 +19,8 @@ from scipy import stats
 from rea import stats as estimators
 from rea.lm.tiny import tiny_model
 import rea.single_token as lp
+from rea.single_token.importance import itgis_many
+from rea.single_token.mhis import mhis_many
 
 SEED = 0
 
@@ -318,6 +321,106 @@ def test_bad_input(exact_case, kwargs, name):
         kw["D"] = D[:, :100]
     with pytest.raises(ValueError) as err:
         lp.estimate(kw.pop("method"), sc, kw.pop("D"), kw.pop("target"), kw.pop("budget"), kw.pop("seed"), **kw)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.split()[0] == name, msg
+
+
+# ------------------------------------------------------------------------------------------ lockstep runs
+
+
+def _assert_same_estimate(a, b):
+    """Two estimates agree: interval and every diagnostic to rtol 1e-6 (float rounding), calls exactly."""
+    assert a.n_calls == b.n_calls and a.method == b.method
+    assert np.allclose([a.p_hat, a.ci_low, a.ci_high], [b.p_hat, b.ci_low, b.ci_high], rtol=1e-6, atol=0), (a, b)
+    assert set(a.info) - {"seconds"} == set(b.info) - {"seconds"}
+    for key in set(a.info) - {"seconds"}:
+        assert a.info[key] == pytest.approx(b.info[key], rel=1e-6, abs=0), (key, a, b)
+
+
+@pytest.mark.filterwarnings("ignore::rea.stats.ISIntervalWarning")
+@pytest.mark.parametrize("method", ["itgis", "mhis"])
+def test_lockstep_jobs_equal_single_runs(exact_case, targets, method):
+    """J jobs with different targets, seeds and temperatures moved in lockstep (one model call per step for all)
+    give each job's single run, warnings included (same texts, in job order, attributed to the caller): every job
+    draws its own random numbers. One target is never hit, so its warning is among them."""
+    sc, D, p = exact_case
+    ts = [int(targets[0]), int(targets[1]), int(np.flatnonzero(p == 0)[0]), int(targets[0])]
+    seeds, temps = [3, 4, 5, 6], [1.0, 0.5, 2.0, 0.7]
+    one, many = {"itgis": (lp.itgis, itgis_many), "mhis": (lp.mhis, mhis_many)}[method]
+    kw = {"n_chains": 8} if method == "mhis" else {"batch_size": 32}
+    with warnings.catch_warnings(record=True) as single_w:
+        warnings.simplefilter("always")
+        single = [one(sc, D, t, 160, s, T, **kw) for t, s, T in zip(ts, seeds, temps)]
+    with warnings.catch_warnings(record=True) as many_w:
+        warnings.simplefilter("always")
+        batched = many(sc, D, ts, 160, seeds, temps, **kw)
+    assert len(batched) == len(ts) and sum(e.p_hat > 0 for e in single) >= 2
+    for a, b in zip(single, batched):
+        _assert_same_estimate(a, b)
+    assert many_w and [str(w.message) for w in many_w] == [str(w.message) for w in single_w]
+    assert {w.filename for w in single_w + many_w} == {__file__}
+    shared = many(sc, D, ts[:2], 64, 9, 0.8, **kw)  # one seed and one temperature for every job
+    for t, est in zip(ts[:2], shared):
+        _assert_same_estimate(est, one(sc, D, t, 64, 9, 0.8, **kw))
+
+
+@pytest.mark.filterwarnings("ignore::rea.stats.ISIntervalWarning")
+@pytest.mark.parametrize("method", sorted(lp.METHODS))
+def test_estimate_many_matches_estimate(exact_case, targets, method):
+    """estimate_many returns estimate's results in job order; for ITGIS and MHIS jobs carry their own temperature (or
+    take the default), and jobs whose other hyper-parameters differ run in a lockstep group of their own."""
+    sc, D, _ = exact_case
+    t0, t1, t2 = (int(t) for t in targets)
+    hyper = {"n_chains": 8} if method == "mhis" else {}
+    jobs = [(t0, 1), (t2, 3, {"confidence": 0.9})]
+    if method in ("itgis", "mhis"):
+        jobs = [(t0, 1, {"temperature": 0.5}), (t1, 2, {"temperature": 2.0}), (t2, 3, {"confidence": 0.9,
+                "temperature": 1.0}), (t0, 4), (t2, 5, {"temperature": 0.7})]
+    batched = lp.estimate_many(method, sc, D, jobs, 96, **hyper)
+    assert len(batched) == len(jobs)
+    for (t, s, *h), est in zip(jobs, batched):
+        _assert_same_estimate(est, lp.estimate(method, sc, D, t, 96, s, **hyper, **(h[0] if h else {})))
+        assert est.info["seconds"] > 0
+    assert lp.estimate_many(method, sc, D, [], 128) == []
+
+
+@pytest.mark.filterwarnings("ignore::rea.stats.ISIntervalWarning")
+def test_compare_methods_seeds_follow_the_job_list(exact_case, targets):
+    """Row j of compare_methods (methods outer) is estimate(..., seed + j), ITGIS and MHIS run in lockstep."""
+    sc, D, p = exact_case
+    hyper = {"mhis": {"n_chains": 8, "temperature": 0.5}}
+    df = lp.compare_methods(sc, D, targets[:2], p[targets[:2]], ["naive", "mhis", "itgis"], 128, seed=10,
+                            hyper=hyper, progress=False)
+    assert list(df.method) == ["naive"] * 2 + ["mhis"] * 2 + ["itgis"] * 2
+    for j, row in enumerate(df.itertuples()):
+        est = lp.estimate(row.method, sc, D, row.target, 128, 10 + j, **hyper.get(row.method, {}))
+        assert row.p_hat == pytest.approx(est.p_hat, rel=1e-6, abs=0) and row.n_calls == est.n_calls
+
+
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda sc, D: lp.estimate_many("nope", sc, D, [(5, 0)], 64), "method"),
+        (lambda sc, D: lp.estimate_many("itgis", sc, D, [(5,)], 64), "jobs"),
+        (lambda sc, D: lp.estimate_many("naive", sc, D, [(5, 0, 1.0)], 64), "jobs"),
+        (lambda sc, D: lp.estimate_many("mhis", sc, D, [(5, 0), (6, 1, {"temperature": 0})], 64), "temperature"),
+        (lambda sc, D: lp.estimate_many("itgis", sc, D, [(5, 0), (256, 1)], 64), "target"),
+        (lambda sc, D: itgis_many(sc, D, [], 64), "targets"),
+        (lambda sc, D: itgis_many(sc, D, 5, 64), "targets"),
+        (lambda sc, D: itgis_many(sc, D, [5, 6, 7], 64, seed=[1, 2]), "seed"),
+        (lambda sc, D: itgis_many(sc, D, [5, 6], 64, seed=[1, 2.5]), "seed"),
+        (lambda sc, D: mhis_many(sc, D, [5, 6], 64, temperature=[1.0, 2.0, 3.0]), "temperature"),
+        (lambda sc, D: mhis_many(sc, D, [5, 6], 64, temperature=[1.0, -1.0]), "temperature"),
+        (lambda sc, D: mhis_many(sc, D, [5, 6], 64, n_chains=1), "n_chains"),
+        (lambda sc, D: mhis_many(sc, D, [5, 6], 64, n_chains=64), "budget"),
+        (lambda sc, D: itgis_many(sc, D, [5, 6], 64, batch_size=0), "batch_size"),
+        (lambda sc, D: lp.itgis(sc, D, 5, 64, decay=-0.1), "decay"),
+    ],
+)
+def test_lockstep_bad_input(exact_case, call, name):
+    sc, D, _ = exact_case
+    with pytest.raises(ValueError) as err:
+        call(sc, D)
     msg = str(err.value)
     assert "\n" not in msg and msg.split()[0] == name, msg
 

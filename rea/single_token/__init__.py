@@ -10,7 +10,8 @@ Inputs ``x = (x_1 .. x_k)`` are drawn from a product distribution ``D = Π_i D_i
 * :mod:`~rea.single_token.target_estimate` -- :class:`TargetEstimate`, what every estimator returns.
 * :mod:`~rea.single_token.importance` -- ``naive`` and ``itgis``; :mod:`~rea.single_token.mhis` -- ``mhis``.
 * :mod:`~rea.single_token.extrapolation` -- ``qld`` (and ``qld_published``), ``gld``.
-* :mod:`~rea.single_token.registry` -- :data:`METHODS` and :func:`estimate` (run any of them by name, under a budget).
+* :mod:`~rea.single_token.registry` -- :data:`METHODS`, :func:`estimate` (run any of them by name, under a budget) and
+  :func:`estimate_many` (many targets and seeds at once; ITGIS and MHIS in lockstep, one model call per step).
 * :mod:`~rea.single_token.evaluation` -- losses, the log-affine fit, :func:`compare_methods`, :func:`results_table`.
 
 Intervals use :func:`rea.stats.wilson_interval` and :func:`rea.stats.z_value`; the estimators' ``confidence``
@@ -41,7 +42,7 @@ from rea.single_token.inputs import (
     uniform_distribution,
 )
 from rea.single_token.mhis import mhis
-from rea.single_token.registry import METHODS, estimate
+from rea.single_token.registry import METHODS, estimate, estimate_many
 from rea.single_token.scorer import Scorer, truncated
 from rea.single_token.target_estimate import TargetEstimate
 from rea.single_token.truth import argmax_counts, exact_probabilities, ground_truth, select_targets
@@ -69,6 +70,7 @@ __all__ = [
     "wilson_interval",
     "temperature_grid",
     "estimate",
+    "estimate_many",
     "naive",
     "BiasCorrectedEMA",
     "itgis",

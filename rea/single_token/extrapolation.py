@@ -15,8 +15,6 @@ Budget: plain forwards of samples from D; solving for QLD's direction touches on
 from __future__ import annotations
 
 import math
-from typing import Iterable
-
 import numpy as np
 import torch
 
@@ -26,17 +24,6 @@ from rea.single_token.target_estimate import TargetEstimate, check_estimator_arg
 from rea.stats import z_value
 
 # ============================================================================================ QLD
-
-
-def _logit_diffs(acts: torch.Tensor, W: torch.Tensor, bias: torch.Tensor | None, target: int,
-                 chunk: int | None = None) -> Iterable[tuple[slice, torch.Tensor]]:
-    """Yield ``(rows, Δ[rows, V])`` with ``Δ_v = ℓ_t − ℓ_v`` at activations ``acts`` (chunks of ~2^22 entries)."""
-    chunk = chunk or max(1, 2 ** 22 // W.shape[0])
-    for s in range(0, acts.shape[0], chunk):
-        logits = acts[s:s + chunk] @ W.T
-        if bias is not None:
-            logits = logits + bias
-        yield slice(s, s + chunk), logits[:, target:target + 1] - logits
 
 
 def _constraint_slack(W: torch.Tensor, bias: torch.Tensor | None, mu: torch.Tensor, A: torch.Tensor, d: torch.Tensor,
@@ -128,27 +115,44 @@ def _target_direction(W: torch.Tensor, bias: torch.Tensor | None, mu: torch.Tens
 
 
 def _acceptance_intervals(base: torch.Tensor, mu: torch.Tensor, A: torch.Tensor, dhat: torch.Tensor, W: torch.Tensor,
-                          bias: torch.Tensor | None, target: int) -> tuple[torch.Tensor, torch.Tensor]:
+                          bias: torch.Tensor | None, target: int, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """For each whitened ``base_j [n, H]``, the interval ``[lo_j, hi_j]`` of ``a`` with t the argmax at ``base_j + a d̂``.
 
-    It is the intersection of the half-lines ``Δ_v(base_j) + a·s_v ≥ 0`` over v ≠ t, ``s_v = (W_t − W_v)·A d̂``:
-    ``lo = max_{s_v > 0} −Δ_v/s_v``, ``hi = min_{s_v < 0} −Δ_v/s_v``, and empty (``hi = −inf``) when some
-    ``s_v = 0`` has ``Δ_v < 0``. Returns ``(lo [n], hi [n])``.
+    At activation ``x_j + a·e`` (``x_j = μ + A base_j``, ``e = A d̂``) the margin over v is
+    ``Δ_v(x_j) + a·s_v`` with ``Δ_v(x) = (W_t − W_v)·x + b_t − b_v`` and slope ``s_v = (W_t − W_v)·e``. The interval
+    is the intersection of the half-lines ``Δ_v + a·s_v ≥ 0`` over v ≠ t:
+
+        lo_j = max_{s_v > 0} −Δ_v(x_j)/s_v,    hi_j = min_{s_v < 0} −Δ_v(x_j)/s_v,
+
+    empty (``hi = −inf``) when some ``s_v = 0`` has ``Δ_v < 0``. Each bound is affine in ``x_j``:
+    ``−Δ_v(x)/s_v = x·(W_v − W_t)/s_v + (b_v − b_t)/s_v``, so one product of ``x_j`` with the rows
+    ``(W_v − W_t)/s_v`` of each sign, plus ``(b_v − b_t)/s_v``, gives every bound (float64, ``chunk`` rows at a
+    time). Returns ``(lo [n], hi [n])``.
     """
-    n = base.shape[0]
-    e = A @ dhat  # activation-space direction of d̂
-    slope = (W[target][None] - W) @ e  # s_v [V]
-    slope[target] = 0.0
+    slope = (W[target][None] - W) @ (A @ dhat)  # s_v [V]
     pos, neg, zero = slope > 1e-12, slope < -1e-12, slope.abs() <= 1e-12
-    zero[target] = False
-    lo = torch.empty(n, dtype=torch.float64)
-    hi = torch.empty(n, dtype=torch.float64)
-    for rows, delta in _logit_diffs(mu + base @ A.T, W, bias, target):
-        ratio = -delta / torch.where(zero, torch.ones_like(slope), slope)
-        lo[rows] = torch.where(pos, ratio, torch.full_like(ratio, -math.inf)).max(1).values
-        hi[rows] = torch.where(neg, ratio, torch.full_like(ratio, math.inf)).min(1).values
-        dead = (torch.where(zero, delta, torch.zeros_like(delta)) < 0).any(1)
-        hi[rows] = torch.where(dead, torch.full_like(hi[rows], -math.inf), hi[rows])
+    pos[target] = neg[target] = zero[target] = False
+    b = torch.zeros(W.shape[0], dtype=W.dtype) if bias is None else bias
+
+    def bound_rows(keep: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``((W_v − W_t)·scale_v [m, H], (b_v − b_t)·scale_v [m])`` for the m tokens v of ``keep``."""
+        idx = torch.nonzero(keep).flatten()
+        return (W.index_select(0, idx).sub_(W[target]).mul_(scale[idx, None]),
+                (b.index_select(0, idx) - b[target]).mul_(scale[idx]))
+
+    rows_lo, rows_hi = bound_rows(pos, 1 / slope), bound_rows(neg, 1 / slope)
+    rows_flat = bound_rows(zero, torch.ones_like(slope))  # −Δ_v itself where the slope is zero
+    X = mu + base @ A.T  # [n, H]
+    lo = torch.full((X.shape[0],), -math.inf, dtype=torch.float64)
+    hi = torch.full((X.shape[0],), math.inf, dtype=torch.float64)
+    for s in range(0, X.shape[0], chunk):
+        x = X[s:s + chunk]
+        if len(rows_lo[0]):
+            lo[s:s + chunk] = torch.nn.functional.linear(x, *rows_lo).amax(1)
+        if len(rows_hi[0]):
+            hi[s:s + chunk] = torch.nn.functional.linear(x, *rows_hi).amin(1)
+        if len(rows_flat[0]):
+            hi[s:s + chunk][(torch.nn.functional.linear(x, *rows_flat) > 0).any(1)] = -math.inf  # −Δ_v > 0
     return lo, hi
 
 
@@ -221,7 +225,8 @@ def qld(scorer: Scorer, D, target: int, budget: int, seed: int = 0, variant: str
     if budget < 2:
         raise ValueError(f"budget must be at least 2 for qld, got {budget}")
     acts = _sample_hidden(scorer, D, budget, seed, batch_size)
-    return qld_from_activations(acts, scorer.W_U, int(target), scorer.bias, variant=variant, confidence=confidence)
+    return qld_from_activations(acts, scorer.unembedding_float64(), int(target), scorer.bias, variant=variant,
+                                confidence=confidence)
 
 
 # ============================================================================================ GLD

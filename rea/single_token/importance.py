@@ -3,17 +3,28 @@
 :func:`naive` samples D directly (Wilson interval). :func:`itgis` samples a product proposal tilted by the gradient
 of the target logit w.r.t. one-hot inputs, a score kept as the bias-corrected moving average
 :class:`BiasCorrectedEMA`, and weights the hits by ``D/q`` (:func:`rea.stats.importance_estimate`).
-:func:`temperature_grid` is the reference code's grid of proposal temperatures (ITGIS and MHIS).
+:func:`itgis_many` runs many jobs (target, seed, temperature) in lockstep, one model call per batch for all of them,
+each job drawing the random numbers of its single run; :func:`itgis` is its one-job case. :func:`temperature_grid`
+is the reference code's grid of proposal temperatures (ITGIS and MHIS).
 """
 
 from __future__ import annotations
+
+import warnings
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from rea.single_token.inputs import log_distribution, log_prob_inputs, sample_inputs
 from rea.single_token.scorer import Scorer
-from rea.single_token.target_estimate import TargetEstimate, check_estimator_arguments
+from rea.single_token.target_estimate import (
+    TargetEstimate,
+    check_estimator_arguments,
+    check_jobs,
+    record_warnings,
+    reissue_warnings,
+)
 from rea.stats import importance_estimate, wilson_interval
 
 
@@ -74,13 +85,48 @@ def itgis(scorer: Scorer, D, target: int, budget: int, seed: int = 0, temperatur
     Hilton's level; an :class:`rea.stats.ISIntervalWarning` without hits or with few effective hits). One forward +
     backward per sample = one call; ``batch_size`` defaults to ``clip(budget/16, 16, 256)``.
     """
-    D = check_estimator_arguments(scorer, D, target, budget, seed)
-    if not temperature > 0:
-        raise ValueError(f"temperature must be positive, got {temperature!r}")
+    (est,), caught = _itgis_jobs(scorer, D, [target], budget, seed, temperature, batch_size, decay, confidence)
+    reissue_warnings(caught)
+    return est
+
+
+def itgis_many(scorer: Scorer, D, targets: Sequence[int], budget: int, seed: int | Sequence[int] = 0,
+               temperature: float | Sequence[float] = 1.0, batch_size: int | None = None, decay: float = 0.9,
+               confidence: float = 0.95) -> list[TargetEstimate]:
+    """:func:`itgis` for J jobs at once, in lockstep: job j is ``(targets[j], seed_j, T_j)``, with ``seed`` and
+    ``temperature`` one value for all jobs or one per target; D, budget, ``batch_size``, ``decay`` and ``confidence``
+    are shared.
+
+    Batch b of every job goes through one model call (forward + backward of ``[J·batch, k]`` inputs with per-row
+    targets). Each job keeps its own score ``s_j[k, V]`` and draws from its own generator as its single run does, so
+    estimate j equals ``itgis(scorer, D, targets[j], budget, seed_j, T_j, ...)`` up to the float rounding of the
+    larger matmuls. Returns the estimates in job order; warnings as :func:`itgis`.
+    """
+    ests, caught = _itgis_jobs(scorer, D, targets, budget, seed, temperature, batch_size, decay, confidence)
+    reissue_warnings(caught)
+    return ests
+
+
+def _itgis_jobs(scorer: Scorer, D, targets, budget: int, seed, temperature, batch_size: int | None, decay: float,
+                confidence: float) -> tuple[list[TargetEstimate], list[warnings.WarningMessage]]:
+    """Check the arguments (each job as its single run, then ``decay`` and ``batch_size``), draw every job's samples
+    in lockstep and finish each one; returns the estimates and the warnings they raised (recorded, for the caller
+    to issue)."""
+    D, jobs = check_jobs(scorer, D, targets, budget, seed, temperature)
     ema = BiasCorrectedEMA(decay)
     if batch_size is None:
         batch_size = int(min(256, max(16, budget // 16)))
-    hit, logw, n_calls, n_batches = _itgis_samples(scorer, D, target, budget, seed, temperature, batch_size, ema)
+    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    hit, logw, n_calls, n_batches = _itgis_samples(scorer, D, jobs, budget, batch_size, ema)
+    return record_warnings(lambda: [_itgis_estimate(h, lw, n_calls, n_batches, T, confidence)
+                                    for h, lw, (_, _, T) in zip(hit, logw, jobs)])
+
+
+def _itgis_estimate(hit: np.ndarray, logw: np.ndarray, n_calls: int, n_batches: int, temperature: float,
+                    confidence: float) -> TargetEstimate:
+    """One job's estimate from its hits ``hit[n]`` and log-weights ``logw[n]``: :func:`rea.stats.importance_estimate`
+    and the Kish count of the hits' weights, ``ess_hits = (Σ w·hit)² / Σ (w·hit)²``."""
     est = importance_estimate(hit, logw, confidence=confidence)
     wh = hit * np.exp(logw)
     ess = float(wh.sum() ** 2 / (wh ** 2).sum()) if wh.any() else 0.0
@@ -89,30 +135,36 @@ def itgis(scorer: Scorer, D, target: int, budget: int, seed: int = 0, temperatur
                            "temperature": temperature})
 
 
-def _itgis_samples(scorer: Scorer, D: torch.Tensor, target: int, budget: int, seed: int, temperature: float,
+def _itgis_samples(scorer: Scorer, D: torch.Tensor, jobs: list[tuple[int, int, float]], budget: int,
                    batch_size: int, ema: BiasCorrectedEMA) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Draw ``budget`` inputs batch by batch from the adapting ITGIS proposal.
+    """Draw ``budget`` inputs per job batch by batch from the adapting ITGIS proposals of J jobs ``(t, seed, T)``.
 
-    Batch b comes from ``log q = log_softmax(log D + s_{b−1}/T)`` (``s_0 = 0``); then the mean one-hot gradient of
-    ``ℓ_t`` over the batch, ``ḡ_b = mean(∂ℓ_t/∂e) @ W_Eᵀ`` ``[k, V]``, updates the score ``s_b = ema.update(ḡ_b)``.
-    Returns ``(hit[n], log w[n], n, n_batches)`` with ``log w = log D(x) − log q_b(x)`` and ``n = budget`` calls.
+    Job j's batch b comes from ``log q_j = log_softmax(log D + s_{j,b−1}/T_j)`` (``s_0 = 0``), drawn from the job's
+    own generator (seeded with its seed); the J batches go through one model call with per-row targets. Then the
+    mean one-hot gradient of ``ℓ_{t_j}`` over job j's batch, ``ḡ_{j,b} = mean(∂ℓ_t/∂e) @ W_Eᵀ`` ``[k, V]``, updates
+    its score, ``s_b = ema.update(ḡ_b)`` on the stacked ``[J, k, V]`` (the update is elementwise).
+    Returns ``(hit[J, n], log w[J, n], n, n_batches)`` with ``log w = log D(x) − log q_b(x)`` and ``n = budget``
+    calls per job.
     """
-    g = torch.Generator().manual_seed(int(seed))
+    gens = [torch.Generator().manual_seed(int(s)) for _, s, _ in jobs]
+    target = torch.tensor([int(t) for t, _, _ in jobs])
+    temps = torch.tensor([float(T) for _, _, T in jobs], dtype=torch.float64)[:, None, None]
     logD = log_distribution(D)
     WE = scorer.W_E.detach()
-    s = torch.zeros_like(D)
+    s = torch.zeros((len(jobs), *D.shape), dtype=D.dtype)
     hits: list[torch.Tensor] = []
     logws: list[torch.Tensor] = []
     done, n_batches = 0, 0
     while done < budget:
         b = min(batch_size, budget - done)
-        logq = torch.log_softmax(logD + s / temperature, dim=1)
-        x = sample_inputs(logq.exp(), b, g)
-        logits, ge = scorer.target_grad(x, target)
-        hits.append((logits.argmax(-1) == target).cpu().double())
-        logws.append(log_prob_inputs(logD, x) - log_prob_inputs(logq, x))
-        gbar = (ge.mean(0) @ WE.T).double().cpu()  # [k, V]: mean gradient w.r.t. one-hot inputs
+        logq = torch.log_softmax(logD + s / temps, dim=-1)  # [J, k, V]
+        x = [sample_inputs(lq.exp(), b, g) for lq, g in zip(logq, gens)]  # J × [b, k]
+        rows = target.repeat_interleave(b)
+        logits, ge = scorer.target_grad(torch.cat(x), rows)
+        hits.append((logits.argmax(-1).cpu() == rows).double().view(-1, b))
+        logws.append(torch.stack([log_prob_inputs(logD, xj) - log_prob_inputs(lq, xj) for xj, lq in zip(x, logq)]))
+        gbar = (ge.view(-1, b, *ge.shape[1:]).mean(1) @ WE.T).double().cpu()  # [J, k, V]: mean ∂ℓ_t/∂onehot
         done += b
         n_batches += 1
         s = ema.update(gbar)
-    return torch.cat(hits).numpy(), torch.cat(logws).numpy(), done, n_batches
+    return torch.cat(hits, 1).numpy(), torch.cat(logws, 1).numpy(), done, n_batches

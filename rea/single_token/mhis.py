@@ -5,21 +5,23 @@ proposed from the gradient of ``ℓ_t`` w.r.t. one-hot inputs; the self-normalis
 estimates p, with an error bar from the spread across chains. Steps, in order: :func:`_proposal_support` (where moves
 can go), :func:`_metropolis_step` (one move of every chain), :func:`_run_chains` (the chain loop and its record),
 :func:`_self_normalised_ratio` (p̂ and its SE), :func:`_independent_draws` and :func:`_warn_on_chain_hits` (the
-interval's effective count and its caveats); :func:`mhis` puts them together.
+interval's effective count and its caveats); :func:`mhis` puts them together. :func:`mhis_many` runs many jobs
+(target, seed, temperature) in lockstep, one model call per step for all their chains (:class:`_Lockstep`), each job
+drawing the random numbers of its single run; :func:`mhis` is its one-job case.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from typing import NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
 
 from rea.single_token.inputs import log_distribution, sample_inputs
 from rea.single_token.scorer import Scorer
-from rea.single_token.target_estimate import TargetEstimate, check_estimator_arguments
+from rea.single_token.target_estimate import TargetEstimate, check_jobs, record_warnings, reissue_warnings
 from rea.stats import ISIntervalWarning, is_interval, statistical_inefficiency_multiple, variance_df
 
 
@@ -34,8 +36,8 @@ class _Support(NamedTuple):
 
 
 class _Chains(NamedTuple):
-    """The current states of C chains: inputs ``x[C, k]``, target logits ``M[C]`` (float64), hits ``hit[C]`` (bool)
-    and embedding gradients ``ge[C, k, H] = ∂ℓ_t/∂e``."""
+    """The current states of B chains: inputs ``x[B, k]``, target logits ``M[B]`` (float64), hits ``hit[B]`` (bool)
+    and embedding gradients ``ge[B, k, H] = ∂ℓ_t/∂e`` (each row with its own job's target t)."""
 
     x: torch.Tensor
     M: torch.Tensor
@@ -43,10 +45,29 @@ class _Chains(NamedTuple):
     ge: torch.Tensor
 
 
-def _check_mhis_arguments(budget: int, temperature: float, n_chains: int, burn_in: float) -> None:
-    """MHIS's own arguments: ``T > 0``, ``n_chains ≥ 2`` (integer), ``budget ≥ 2·n_chains``, ``0 ≤ burn_in < 1``."""
-    if not temperature > 0:
-        raise ValueError(f"temperature must be positive, got {temperature!r}")
+class _Lockstep(NamedTuple):
+    """J jobs moved together, C chains each: row ``r`` of the stacked chains (``B = J·C`` rows) belongs to job
+    ``r // C``, which draws every random number from its own generator, seeded as its single run seeds it."""
+
+    gens: list[torch.Generator]  # [J]
+    target: torch.Tensor  # [B] each row's target token
+    T: torch.Tensor  # [B] float64, each row's temperature
+    C: int
+
+    def draw(self, sample: Callable[[torch.Generator], torch.Tensor]) -> torch.Tensor:
+        """``cat_j sample(g_j)``: one draw per job from its own generator, in job order."""
+        return torch.cat([sample(g) for g in self.gens])
+
+
+def _lockstep(jobs: list[tuple[int, int, float]], C: int) -> _Lockstep:
+    """The lockstep of ``jobs`` ``(target, seed, T)`` with ``C`` chains each."""
+    return _Lockstep([torch.Generator().manual_seed(int(s)) for _, s, _ in jobs],
+                     torch.tensor([int(t) for t, _, _ in jobs]).repeat_interleave(C),
+                     torch.tensor([float(T) for _, _, T in jobs], dtype=torch.float64).repeat_interleave(C), C)
+
+
+def _check_mhis_arguments(budget: int, n_chains: int, burn_in: float) -> None:
+    """MHIS's own arguments: ``n_chains ≥ 2`` (integer), ``budget ≥ 2·n_chains``, ``0 ≤ burn_in < 1``."""
     if not isinstance(n_chains, (int, np.integer)) or n_chains < 2:
         raise ValueError(f"n_chains must be an integer ≥ 2 (the error bar is across chains), got {n_chains!r}")
     if budget < 2 * n_chains:
@@ -67,70 +88,76 @@ def _proposal_support(D: torch.Tensor, W_E: torch.Tensor) -> _Support:
     return _Support(free, cols, col_of, logD[:, cols], W_E[cols.to(W_E.device)])
 
 
-def _evaluate(scorer: Scorer, x: torch.Tensor, target: int) -> _Chains:
-    """One forward + backward of ``x[C, k]``: the chain states with their ``ℓ_t``, hits and gradients."""
+def _evaluate(scorer: Scorer, x: torch.Tensor, target: torch.Tensor) -> _Chains:
+    """One forward + backward of ``x[B, k]`` with per-row targets ``target[B]``: the chain states with their
+    ``ℓ_t``, hits and gradients."""
     logits, ge = scorer.target_grad(x, target)
-    return _Chains(x, logits[:, target].double().cpu(), (logits.argmax(-1) == target).cpu(), ge)
+    lt = logits.gather(1, target.to(logits.device)[:, None])[:, 0]
+    return _Chains(x, lt.double().cpu(), logits.argmax(-1).cpu() == target, ge)
 
 
-def _proposal_log_probs(ge: torch.Tensor, pos: torch.Tensor, support: _Support, temperature: float) -> torch.Tensor:
-    """``log r(·|x) [C, U]`` at the chosen positions: ``log_softmax(log D_i + g_i/T)`` with ``g_i = ∂ℓ_t/∂onehot_i``
-    from the embedding gradients ``ge[C, k, H]`` (``g_i = ge[:, i] @ W_Eᵀ``)."""
+def _proposal_log_probs(ge: torch.Tensor, pos: torch.Tensor, support: _Support, T: torch.Tensor) -> torch.Tensor:
+    """``log r(·|x) [B, U]`` at the chosen positions: ``log_softmax(log D_i + g_i/T)`` with ``g_i = ∂ℓ_t/∂onehot_i``
+    from the embedding gradients ``ge[B, k, H]`` (``g_i = ge[:, i] @ W_Eᵀ``) and each row's temperature ``T[B]``."""
     rows = torch.arange(ge.shape[0])
-    g = (ge[rows, pos] @ support.W_E.T).double().cpu()  # [C, |support|]: ∂ℓ_t/∂onehot at the chosen positions
-    return torch.log_softmax(support.logD[pos] + g / temperature, dim=1)
+    g = (ge[rows, pos] @ support.W_E.T).double().cpu()  # [B, |support|]: ∂ℓ_t/∂onehot at the chosen positions
+    return torch.log_softmax(support.logD[pos] + g / T[:, None], dim=1)
 
 
-def _metropolis_step(scorer: Scorer, target: int, chains: _Chains, support: _Support, temperature: float,
-                     g: torch.Generator) -> tuple[_Chains, int]:
-    """One Metropolis–Hastings move of every chain (C model calls); returns the new states and the accepted count.
+def _metropolis_step(scorer: Scorer, chains: _Chains, support: _Support,
+                     lock: _Lockstep) -> tuple[_Chains, torch.Tensor]:
+    """One Metropolis–Hastings move of every chain of every job (one model call of B = J·C rows); returns the new
+    states and the accepted count per job ``[J]``.
 
     Position ``i`` uniform over the free positions, ``x'_i ~ r(·|x)``, accepted with probability
     ``min(1, π(x') r(x_i|x') / (π(x) r(x'_i|x)))``, ``log π = log D + ℓ_t/T`` (the reverse proposal uses the gradient
-    at ``x'``).
+    at ``x'``). Each job draws, in this order, its positions, its proposals and its acceptance uniforms from its own
+    generator, exactly as its single run does.
     """
-    C = chains.x.shape[0]
-    rows = torch.arange(C)
-    pos = support.free[torch.randint(len(support.free), (C,), generator=g)]
-    logr_f = _proposal_log_probs(chains.ge, pos, support, temperature)
-    newc = torch.multinomial(logr_f.exp(), 1, generator=g).flatten()
+    C = lock.C
+    rows = torch.arange(chains.x.shape[0])
+    pos = support.free[lock.draw(lambda g: torch.randint(len(support.free), (C,), generator=g))]
+    logr_f = _proposal_log_probs(chains.ge, pos, support, lock.T)
+    newc = torch.cat([torch.multinomial(p, 1, generator=g).flatten()
+                      for p, g in zip(logr_f.exp().split(C), lock.gens)])
     oldc = support.col_of[chains.x[rows, pos]]
     x2 = chains.x.clone()
     x2[rows, pos] = support.cols[newc]
-    new = _evaluate(scorer, x2, target)
-    logr_r = _proposal_log_probs(new.ge, pos, support, temperature)
-    log_alpha = ((new.M - chains.M) / temperature + support.logD[pos, newc] - support.logD[pos, oldc]
+    new = _evaluate(scorer, x2, lock.target)
+    logr_r = _proposal_log_probs(new.ge, pos, support, lock.T)
+    log_alpha = ((new.M - chains.M) / lock.T + support.logD[pos, newc] - support.logD[pos, oldc]
                  + logr_r[rows, oldc] - logr_f[rows, newc])
-    acc = torch.rand(C, generator=g, dtype=torch.float64).log() < log_alpha
+    acc = lock.draw(lambda g: torch.rand(C, generator=g, dtype=torch.float64)).log() < log_alpha
     kept = _Chains(torch.where(acc[:, None], x2, chains.x), torch.where(acc, new.M, chains.M),
                    torch.where(acc, new.hit, chains.hit),
                    torch.where(acc.to(chains.ge.device)[:, None, None], new.ge, chains.ge))
-    return kept, int(acc.sum())
+    return kept, acc.view(-1, C).sum(1)
 
 
-def _run_chains(scorer: Scorer, D: torch.Tensor, target: int, n_chains: int, n_steps: int, n_burn: int,
-                temperature: float, seed: int) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Start ``n_chains`` chains from D and move them ``n_steps`` times; record the states after ``n_burn`` steps.
+def _run_chains(scorer: Scorer, D: torch.Tensor, lock: _Lockstep, n_steps: int,
+                n_burn: int) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """Start ``C`` chains per job from D and move them ``n_steps`` times; record the states after ``n_burn`` steps.
 
-    Returns ``(M[C, L], hit[C, L], calls, accepted)``: the recorded target logits and hits (float), the model calls
-    (``C·(1 + n_steps)``) and the accepted moves. Without a post-burn-in step the final states are recorded (L = 1).
+    Returns ``(M[J, C, L], hit[J, C, L], calls, accepted[J])``: the recorded target logits and hits (float), the model
+    calls of each job (``C·(1 + n_steps)``) and its accepted moves. Without a post-burn-in step the final states are
+    recorded (L = 1).
     """
-    g = torch.Generator().manual_seed(int(seed))
+    J, C = len(lock.gens), lock.C
     support = _proposal_support(D, scorer.W_E.detach())
-    chains = _evaluate(scorer, sample_inputs(D, n_chains, g), target)
-    calls = n_chains
+    chains = _evaluate(scorer, lock.draw(lambda g: sample_inputs(D, C, g)), lock.target)
     rec_M, rec_hit = [], []
-    accepted = 0
+    accepted = torch.zeros(J, dtype=torch.long)
     for step in range(n_steps):
-        chains, acc = _metropolis_step(scorer, target, chains, support, temperature, g)
-        calls += n_chains
+        chains, acc = _metropolis_step(scorer, chains, support, lock)
         accepted += acc
         if step >= n_burn:
             rec_M.append(chains.M.clone())
             rec_hit.append(chains.hit.clone())
     if not rec_M:  # no post-burn-in step: use the final states
         rec_M, rec_hit = [chains.M], [chains.hit]
-    return torch.stack(rec_M, 1).numpy(), torch.stack(rec_hit, 1).numpy().astype(float), calls, accepted
+    Ms = torch.stack(rec_M, 1).view(J, C, -1).numpy()
+    hs = torch.stack(rec_hit, 1).view(J, C, -1).numpy().astype(float)
+    return Ms, hs, C * (1 + n_steps), accepted.numpy()
 
 
 def _self_normalised_ratio(Ms: np.ndarray, hs: np.ndarray, temperature: float) -> tuple[float, float, np.ndarray]:
@@ -160,8 +187,9 @@ def _independent_draws(traces: np.ndarray) -> float:
 
 
 def _warn_on_chain_hits(chains_hit: int, n_chains: int, n_states: int, n_indep: float, upper: float) -> None:
-    """Warn (:class:`rea.stats.ISIntervalWarning`, attributed to the caller of :func:`mhis`) when no chain hit the
-    target (the upper bound then rests on the tilt and on mixing) or when one chain holds every hit."""
+    """Warn (:class:`rea.stats.ISIntervalWarning`; :func:`mhis` and :func:`mhis_many` record it and issue it again
+    attributed to their caller) when no chain hit the target (the upper bound then rests on the tilt and on mixing)
+    or when one chain holds every hit."""
     if chains_hit == 0:
         warnings.warn(
             f"mhis: no chain state hit the target ({n_chains} chains × {n_states} states, ≈ {n_indep:.0f} independent "
@@ -169,14 +197,12 @@ def _warn_on_chain_hits(chains_hit: int, n_chains: int, n_states: int, n_indep: 
             f"frequency π(t); it bounds p only if the tilt does not make the target rarer (π(t) ≥ p) and the chains "
             f"have mixed",
             ISIntervalWarning,
-            stacklevel=3,
         )
     elif chains_hit < 2:
         warnings.warn(
             f"mhis: only {chains_hit} of {n_chains} chains hit the target: the interval's spread across chains rests on "
             f"one chain; run more or longer chains, or raise the temperature",
             ISIntervalWarning,
-            stacklevel=3,
         )
 
 
@@ -203,12 +229,49 @@ def mhis(scorer: Scorer, D, target: int, budget: int, seed: int = 0, temperature
     hit. Calls: ``n_chains`` for the initial states (drawn from D) plus ``n_chains`` per step; each is a forward +
     backward. Needs ``budget ≥ 2·n_chains``.
     """
-    D = check_estimator_arguments(scorer, D, target, budget, seed)
-    _check_mhis_arguments(budget, temperature, n_chains, burn_in)
+    (est,), caught = _mhis_jobs(scorer, D, [target], budget, seed, temperature, n_chains, burn_in, confidence)
+    reissue_warnings(caught)
+    return est
+
+
+def mhis_many(scorer: Scorer, D, targets: Sequence[int], budget: int, seed: int | Sequence[int] = 0,
+              temperature: float | Sequence[float] = 1.0, n_chains: int = 16, burn_in: float = 0.2,
+              confidence: float = 0.95) -> list[TargetEstimate]:
+    """:func:`mhis` for J jobs at once, moved in lockstep: job j is ``(targets[j], seed_j, T_j)``, with ``seed`` and
+    ``temperature`` one value for all jobs or one per target; D, budget, ``n_chains``, ``burn_in`` and
+    ``confidence`` are shared.
+
+    Every step pushes the ``J·n_chains`` chains of all jobs through one model call (forward + backward of
+    ``[J·C, k]`` inputs with per-row targets): far cheaper than J calls of C rows where the call is memory bound
+    (the unembedding of a few rows).
+    Each job draws its random numbers from its own generator in the order its single run does, so estimate j equals
+    ``mhis(scorer, D, targets[j], budget, seed_j, T_j, ...)`` up to the float rounding of the larger matmuls; each
+    job's ``n_calls`` is its own ``C·(1 + steps)``. Returns the estimates in job order; warnings as :func:`mhis`.
+    """
+    ests, caught = _mhis_jobs(scorer, D, targets, budget, seed, temperature, n_chains, burn_in, confidence)
+    reissue_warnings(caught)
+    return ests
+
+
+def _mhis_jobs(scorer: Scorer, D, targets, budget: int, seed, temperature, n_chains: int, burn_in: float,
+               confidence: float) -> tuple[list[TargetEstimate], list[warnings.WarningMessage]]:
+    """Check the arguments (each job as its single run, then MHIS's own), run the jobs in lockstep and finish each
+    one; returns the estimates and the warnings they raised (recorded, for the caller to issue)."""
+    D, jobs = check_jobs(scorer, D, targets, budget, seed, temperature)
+    _check_mhis_arguments(budget, n_chains, burn_in)
     C = int(n_chains)
     n_steps = budget // C - 1
     n_burn = int(round(burn_in * n_steps))
-    Ms, hs, calls, accepted = _run_chains(scorer, D, target, C, n_steps, n_burn, temperature, seed)
+    Ms, hs, calls, accepted = _run_chains(scorer, D, _lockstep(jobs, C), n_steps, n_burn)
+    return record_warnings(lambda: [_mhis_estimate(Ms[j], hs[j], calls, int(accepted[j]), n_steps, T, confidence)
+                                    for j, (_, _, T) in enumerate(jobs)])
+
+
+def _mhis_estimate(Ms: np.ndarray, hs: np.ndarray, calls: int, accepted: int, n_steps: int, temperature: float,
+                   confidence: float) -> TargetEstimate:
+    """One job's estimate from its recorded states ``Ms[C, L]``, ``hs[C, L]``: p̂ and SE
+    (:func:`_self_normalised_ratio`), the effective-count interval, the chain-hit warnings and the diagnostics."""
+    C = Ms.shape[0]
     p, se, r = _self_normalised_ratio(Ms, hs, temperature)
     n_indep = _independent_draws(Ms)
     lo, hi, _, _ = is_interval(p, se, n_indep, variance_df(r ** 2), confidence)
