@@ -51,3 +51,40 @@ def test_bad_dtype_and_device():
 def test_embedded_model_offline(smollm):
     assert smollm.name == "smollm2-135m" and smollm.vocab_size == 49152
     assert smollm.decode(smollm.encode("Once upon a time")) == "Once upon a time"
+
+
+def test_processes_loading_at_once_convert_the_embedded_model_once(tmp_path, monkeypatch):
+    """Two loads that start together on an empty cache (two chapters of ``make book``, two sweep workers): the
+    first converts the GGUF under a lock, the second waits and reads the result instead of converting again (a second
+    conversion would fail to replace the finished folder)."""
+    import threading
+    import time
+
+    from rea.lm import models
+
+    monkeypatch.setenv("REA_CACHE", str(tmp_path))
+    conversions = []
+
+    def slow_convert(target):
+        conversions.append(target)
+        time.sleep(0.5)
+        with models.atomic_path(target, directory=True) as tmp:
+            (tmp / "config.json").write_text("{}")
+
+    monkeypatch.setattr(models, "_convert_embedded", slow_convert)
+    monkeypatch.setattr(models, "_from_pretrained", lambda tok, src, dtype: (None, torch.nn.Linear(1, 1)))
+    monkeypatch.setattr(models, "HFLanguageModel", lambda model, tok, **kw: model)
+    errors = []
+
+    def load():
+        try:
+            load_model("smollm2-135m", device="cpu")
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(conversions) == 1

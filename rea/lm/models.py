@@ -22,7 +22,7 @@ from typing import Protocol
 
 import torch
 
-from rea.storage import atomic_path
+from rea.storage import atomic_path, file_lock
 from rea.lm.device import ModelError, cache_dir, resolve_device
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -320,7 +320,9 @@ def load_model(
     if name_or_path == DEFAULT_MODEL:
         source = _embedded_dir()
         if not (source / "config.json").exists():
-            _convert_embedded(source)
+            with file_lock(source):  # processes that load at once (chapters, sweep workers) convert it once
+                if not (source / "config.json").exists():
+                    _convert_embedded(source)
         tok_source = str(source)
     else:
         source = name_or_path

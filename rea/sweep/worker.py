@@ -106,14 +106,12 @@ class Worker:
         self.model, self.device, self._lm = model, device, None
 
     def lm(self):
-        """The model, loaded on first use (one worker of a machine at a time: the first load of the embedded
-        model converts it into the shared cache, which the others then read)."""
+        """The model, loaded on first use (the first load of the embedded model on a machine converts it into the
+        shared cache under a lock, :func:`rea.lm.load_model`; the other workers then read it)."""
         if self._lm is None:
-            from rea.lm import cache_dir, load_model
-            from rea.storage import file_lock
+            from rea.lm import load_model
 
-            with file_lock(cache_dir() / "sweep-load"):
-                self._lm = load_model(self.model, device=self.device)
+            self._lm = load_model(self.model, device=self.device)  # converts the embedded model once, under a lock
         return self._lm
 
     def run(self, job, method, side: str, root) -> dict:
