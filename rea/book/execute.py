@@ -12,7 +12,9 @@ executes the others ``jobs`` at a time in the chapter's folder (jupyter-book's `
 each executed notebook in ``_build/.jupyter_cache`` with its execution time, exactly as jupyter-book's cache mode
 would. The build then finds every chapter cached and only renders. Chapters start longest first
 (:data:`EXPECTED_SECONDS`), so the long ones do not end up running alone at the end; chapters that share TPS runs
-wait on the run's file lock (:mod:`rea.book.runs`) rather than compute it twice.
+wait on the run's file lock (:mod:`rea.book.runs`) rather than compute it twice. Before the chapters start, the
+embedded model is converted into ``$REA_CACHE`` if it is not there yet (:func:`rea.lm.embedded_model_dir`), so that
+its progress bar goes to the terminal and not into a chapter's output.
 
 A chapter that fails is reported with the end of its traceback and the exit status is 1; the build would fail on it
 too. Interrupting keeps every chapter already cached; the next run executes only the rest.
@@ -124,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--jobs must be ≥ 1, got {args.jobs}")
     t0 = time.perf_counter()
     paths = notebook_pages(ROOT)
+    if pending(args.cache, paths):  # convert the embedded model here, with its progress bar in the terminal, not in
+        from rea.lm import embedded_model_dir  # a chapter's output (stderr there fails the -W build)
+
+        embedded_model_dir()
     failed = execute(paths, args.cache, jobs=args.jobs)
     for line in failed:
         print(line, file=sys.stderr)

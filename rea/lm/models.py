@@ -15,6 +15,7 @@ once and cached as safetensors under ``$REA_CACHE`` (default ``~/.cache/rea``).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 from pathlib import Path
@@ -232,13 +233,55 @@ def load_tokenizer(name_or_path: str = DEFAULT_MODEL, tokenizer: str | None = No
         return AutoTokenizer.from_pretrained(source)
 
 
+@contextlib.contextmanager
+def _gguf_parsed_once():
+    """Within the block, every ``gguf.GGUFReader(path)`` of the same file is the same reader.
+
+    transformers reads a GGUF file's metadata afresh for the tokenizer, for each configuration it builds and for the
+    weights (``load_gguf_checkpoint``, which imports ``GGUFReader`` from ``gguf`` on every call); parsing the
+    embedded model's 49,152-token vocabulary takes ~7 s each time. The reader is only read from, so one serves all.
+    """
+    import gguf as gguf_module
+
+    original = gguf_module.GGUFReader
+    readers: dict = {}
+
+    def shared_reader(path, *args, **kwargs):
+        key = (os.fspath(path), args, tuple(sorted(kwargs.items())))
+        if key not in readers:
+            readers[key] = original(path, *args, **kwargs)
+        return readers[key]
+
+    gguf_module.GGUFReader = shared_reader
+    try:
+        yield
+    finally:
+        gguf_module.GGUFReader = original
+
+
+def embedded_model_dir() -> Path:
+    """The folder of the dequantised embedded model under ``$REA_CACHE``, converted from the GGUF first if missing.
+
+    The conversion (~25 s here, with a progress bar on stderr) runs under a file lock: processes that load at once
+    (chapters executing side by side, sweep workers) convert it once, and the others wait and read it.
+    ``python -m rea.book.execute`` calls this before it starts the chapters.
+    """
+    source = _embedded_dir()
+    if not (source / "config.json").exists():
+        with file_lock(source):
+            if not (source / "config.json").exists():
+                _convert_embedded(source)
+    return source
+
+
 def _convert_embedded(target: Path) -> None:
     """Dequantise the embedded GGUF once and save it (safetensors + tokenizer) under ``target``, atomically."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     gguf = embedded_gguf()
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    quantised = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    with _gguf_parsed_once():
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        quantised = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     cfg = quantised.config.to_dict()
     for key in ("quantization_config", "_model_name_or_path"):
         cfg.pop(key, None)
@@ -318,11 +361,7 @@ def load_model(
 
     hf_logging.disable_progress_bar()
     if name_or_path == DEFAULT_MODEL:
-        source = _embedded_dir()
-        if not (source / "config.json").exists():
-            with file_lock(source):  # processes that load at once (chapters, sweep workers) convert it once
-                if not (source / "config.json").exists():
-                    _convert_embedded(source)
+        source = embedded_model_dir()
         tok_source = str(source)
     else:
         source = name_or_path
