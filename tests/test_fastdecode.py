@@ -140,18 +140,25 @@ def test_embedded_model_fast_decoder_matches_hf():
     assert np.abs(score(lm, prompt, s.tokens).sum(1) - s.logp.sum(1)).max() < 1e-4
 
 
+def _prefilled(name: str, B: int, P: int, n: int, seed: int, capacity: int):
+    """B random rows of P shared prompt tokens and n more, HF's logits of all of them ``[B, P+n, V]``, and a decoder
+    of ``capacity`` positions prefilled with the prompt."""
+    model = random_llama(**CONFIGS[name])
+    ids = torch.randint(0, VOCAB, (B, P + n), generator=torch.Generator().manual_seed(seed))
+    ids[:, :P] = ids[0, :P]
+    with torch.inference_mode():
+        ref = model(ids).logits
+    dec = LlamaDecoder(model, B, max_length=capacity)
+    dec.prefill(ids[:, :P])
+    return ids, ref, dec
+
+
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_rows_at_their_own_positions_equal_hf_forward(name):
     """step_rows (continuous batching): rows advance at different paces, and a row restarts at an earlier position
     after its keys and values are restored from a store; every logit equals HF's full forward pass."""
-    model = random_llama(**CONFIGS[name])
     B, P, n = 4, 5, 10
-    ids = torch.randint(0, VOCAB, (B, P + n), generator=torch.Generator().manual_seed(2))
-    ids[:, :P] = ids[0, :P]
-    with torch.inference_mode():
-        ref = model(ids).logits
-    dec = LlamaDecoder(model, B, max_length=P + 2)  # too short: the cache grows while rows sit at other positions
-    dec.prefill(ids[:, :P])
+    ids, ref, dec = _prefilled(name, B, P, n, seed=2, capacity=P + 2)  # too short: the cache grows meanwhile
     store = dec.cache_store(P)
     rows = torch.arange(B)
     pos, err = torch.full((B,), P - 1), []
@@ -164,3 +171,23 @@ def test_rows_at_their_own_positions_equal_hf_forward(name):
         err.append((dec.step_rows(ids[rows, pos], pos) - ref[rows, pos]).abs().max().item())
     assert dec.cache.shape[-2] >= P + n - 1
     assert max(err) < 1e-4, err
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_a_subset_of_rows_steps_alone_and_equals_hf_forward(name):
+    """step_rows(..., rows=subset): only those cache rows are computed (the others keep their keys and values), and
+    every computed logit equals HF's full forward pass, whichever rows sit out a step."""
+    B, P, n = 5, 4, 8
+    ids, ref, dec = _prefilled(name, B, P, n, seed=3, capacity=P + n)
+    pos, err = torch.full((B,), P - 1), []
+    for k in range(2 * n):
+        rows = torch.tensor([r for r in range(B) if (k + r) % 3 and pos[r] < P + n - 2])  # some rows sit out
+        if not len(rows):
+            continue
+        pos[rows] += 1
+        out = dec.step_rows(ids[rows, pos[rows]], pos[rows], rows)
+        assert out.shape == (len(rows), VOCAB)
+        err.append((out - ref[rows, pos[rows]]).abs().max().item())
+    assert len(err) > n and max(err) < 1e-4, err
+    with pytest.raises(ValueError, match="rows"):
+        dec.step_rows(ids[:2, P], torch.full((2,), P), torch.tensor([0]))

@@ -270,23 +270,27 @@ class LlamaDecoder:
             z = torch.view_as_complex(qk.float().unflatten(-1, (-1, 2)).contiguous()) * rot
             qk.copy_(torch.view_as_real(z).flatten(-2))
 
-    def _attend(self, i: int, qkv: torch.Tensor, row_positions: torch.Tensor | None) -> torch.Tensor:
+    def _attend(self, i: int, qkv: torch.Tensor, row_positions: torch.Tensor | None,
+                cache_rows: torch.Tensor | None = None) -> torch.Tensor:
         """Write layer ``i``'s keys and values of ``qkv[R, S, H + 2 H_kv, d]`` into the cache and attend -> ``[R S, H d]``.
 
         Lockstep (``row_positions`` None): positions ``length .. length+S−1`` for every row, causal when S > 1
         (prefill from position 0). Per row (S = 1): row r writes position ``row_positions[r]`` and attends to the
-        cache positions ≤ it (a mask over the cache's first max(row_positions)+1 positions).
+        cache positions ≤ it (a mask over the cache's first max(row_positions)+1 positions). The rows are the cache's
+        first R, or its rows ``cache_rows [R]`` (per row only: their keys and values are gathered for the product).
         """
         w = self.w
         R, S = qkv.shape[:2]
         H, Hkv, d = w.n_heads, w.n_kv, w.head_dim
-        kv = self.cache[i, :, :R]  # [2, R, H_kv, T, d]
+        kv = self.cache[i, :, :R] if cache_rows is None else self.cache[i]  # [2, R or B, H_kv, T, d]
         new = qkv[:, :, H:].unflatten(2, (2, Hkv)).permute(2, 0, 3, 1, 4)  # [2, R, H_kv, S, d]
         if row_positions is not None:
-            rows = torch.arange(R, device=self.device)
+            rows = torch.arange(R, device=self.device) if cache_rows is None else cache_rows
             kv[:, rows, :, row_positions] = new[:, :, :, 0].transpose(0, 1)  # index dims first: [R, 2, H_kv, d]
             t1 = int(row_positions.max()) + 1
             mask = (torch.arange(t1, device=self.device)[None, :] <= row_positions[:, None])[:, None, None, :]
+            if cache_rows is not None:
+                kv = kv[:, :, :, :t1].index_select(1, cache_rows)  # [2, R, H_kv, t1, d]
         else:
             t0, t1 = self.length, self.length + S
             kv[:, :, :, t0:t1] = new
@@ -301,10 +305,11 @@ class LlamaDecoder:
             a = a.transpose(1, 2)  # [R, S, H, d]
         return a.reshape(R * S, H * d)
 
-    def _forward(self, ids: torch.Tensor, row_positions: torch.Tensor | None = None) -> torch.Tensor:
-        """Run tokens ``ids[R, S]`` into cache rows ``0..R−1`` at positions ``length .. length+S−1`` (lockstep), or
-        at ``row_positions[R]`` (S = 1, one position per row). S > 1 only for prefill (empty cache, causal
-        attention). Returns the last position's logits ``[R, V]``.
+    def _forward(self, ids: torch.Tensor, row_positions: torch.Tensor | None = None,
+                 cache_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Run tokens ``ids[R, S]`` into cache rows ``0..R−1`` (or ``cache_rows [R]``) at positions
+        ``length .. length+S−1`` (lockstep), or at ``row_positions[R]`` (S = 1, one position per row). S > 1 only for
+        prefill (empty cache, causal attention). Returns the last position's logits ``[R, V]``.
         """
         w = self.w
         R, S = ids.shape
@@ -318,7 +323,7 @@ class LlamaDecoder:
             h = F.rms_norm(x, x.shape[-1:], L.ln1, w.eps)
             qkv = L.qkv(h).view(R, S, H + 2 * Hkv, d)
             self._rope_(qkv[:, :, : H + Hkv], positions)
-            x = L.o(self._attend(i, qkv, row_positions), residual=x)
+            x = L.o(self._attend(i, qkv, row_positions, cache_rows), residual=x)
             h = F.rms_norm(x, x.shape[-1:], L.ln2, w.eps)
             gate, up = L.gate_up(h).chunk(2, dim=-1)
             x = L.down(F.silu(gate, inplace=True).mul_(up), residual=x)
@@ -361,10 +366,13 @@ class LlamaDecoder:
         return logits
 
     @torch.inference_mode()
-    def step_rows(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Continuous batching: feed ``tokens[B]`` at per-row cache positions ``positions[B]`` (each row attends to
-        its own positions ≤ its position) and return the logits ``[B, V]`` of each row's next position.
+    def step_rows(self, tokens: torch.Tensor, positions: torch.Tensor,
+                  rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Continuous batching: feed ``tokens[R]`` at per-row cache positions ``positions[R]`` (each row attends to
+        its own positions ≤ its position) and return the logits ``[R, V]`` of each row's next position.
 
+        The rows are all B rows of the cache (R = B), or only the cache rows ``rows [R]``: rows that are idle are
+        then not computed at all (the other rows' keys and values are left as they are).
         Rows advance independently: a row may restart at an earlier position (its later cache entries are then
         stale and masked until overwritten). ``length`` becomes the number of positions any row has written (what a
         growing cache keeps).
@@ -374,7 +382,11 @@ class LlamaDecoder:
         positions = positions.to(self.device).long()
         top = int(positions.max()) + 1
         self._ensure(top)
-        logits = self._forward(tokens.to(self.device).long().view(-1, 1), positions)
+        if rows is not None:
+            rows = torch.as_tensor(rows, device=self.device).long()
+            if rows.shape != positions.shape:
+                raise ValueError(f"rows must hold one cache row per token ({positions.shape[0]}), got {rows.shape[0]}")
+        logits = self._forward(tokens.to(self.device).long().view(-1, 1), positions, rows)
         self.length = max(self.length, top)
         return logits
 

@@ -148,9 +148,9 @@ class _ToyDecoder:
         """``tokens[B]`` -> logits ``[B, V]`` = float32 log A[tokens]."""
         return self.table[tokens.to(self.table.device)]
 
-    def step_rows(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Continuous batching (rows at their own positions): the logits depend on the last token only, so this is
-        :meth:`step`."""
+    def step_rows(self, tokens: torch.Tensor, positions: torch.Tensor, rows=None) -> torch.Tensor:
+        """Continuous batching (rows at their own positions, all rows or those of ``rows``): the logits depend on the
+        last token only, so this is :meth:`step` of ``tokens``."""
         return self.step(tokens)
 
     def cache_store(self, n_positions: int) -> None:

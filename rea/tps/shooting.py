@@ -14,7 +14,7 @@ Continuous batching (:class:`ContinuousShooter`, decoders with per-row positions
 toy LM): every row of the batch is on its own move. Per decode step each active row feeds one token at its own
 cache position and draws the next token; a row that has drawn x'_{L−1} is handed back (:meth:`advance`), accepted
 or rejected by the caller, and its chain's next move starts in that row at once (:meth:`start`). Every decode step
-draws one useful token per active row.
+draws one useful token per active row, and computes only those rows (a chain that has finished its run costs nothing).
 
 Keys and values are kept, not recomputed: a store holds, per row, those of the chain's committed state at positions
 0, …, P+L−2 (prompt and x_{≤L−2}; P prompt tokens), ``[layers, 2, B, H_kv, P+L−1, d]`` (SmolLM2: 46 kB per row
@@ -128,22 +128,23 @@ class ContinuousShooter:
                 if n_threads != torch.get_num_threads():
                     torch.set_num_threads(n_threads)
             self.steps += 1
-            logits = self.decoder.step_rows(self.feed, self.positions).float()
-            drawn = (self.positions - self.n_prompt + 1).clamp(0, self.length - 1)  # completion index drawn now
-            lp = torch.log_softmax(logits, dim=-1)
+            # only the rows on a move are computed: rows whose chain has finished its run (replica-exchange ladders
+            # end before annealed chains) or waits for its next move cost nothing
+            some_idle = not bool(self.active.all())
+            rows = rows_all[self.active] if some_idle else rows_all
+            logits = self.decoder.step_rows(self.feed[rows], self.positions[rows], rows if some_idle else None)
+            drawn = (self.positions[rows] - self.n_prompt + 1).clamp(0, self.length - 1)  # completion index drawn now
+            lp = torch.log_softmax(logits.float(), dim=-1)
             width = sum(gumbel_layout(lp.shape[-1]))
-            noise = position_noise(self.uniforms.gather(1, drawn[:, None]).squeeze(1), width)
+            noise = position_noise(self.uniforms[rows].gather(1, drawn[:, None]).squeeze(1), width)
             tok = gumbel_draw(lp, noise)
-            act = self.active
-            rows, at = rows_all[act], drawn[act]
-            self.tokens[rows, at] = tok[act]
-            self.logp[rows, at] = lp[act].gather(1, tok[act][:, None]).squeeze(1).double()
-            self.feed = torch.where(act, tok, self.feed)
-            self.positions = torch.where(act, self.positions + 1, self.positions)
-            done = act & (drawn == self.length - 1)
-            if bool(done.any()):
-                self.active &= ~done
-                finished = rows_all[done]
+            self.tokens[rows, drawn] = tok
+            self.logp[rows, drawn] = lp.gather(1, tok[:, None]).squeeze(1).double()
+            self.feed[rows] = tok
+            self.positions[rows] += 1
+            finished = rows[drawn == self.length - 1]
+            if len(finished):
+                self.active[finished] = False
                 return (finished.cpu().numpy(), self.tokens[finished].cpu().numpy(),
                         self.logp[finished].cpu().numpy())
 
