@@ -31,7 +31,7 @@ from pathlib import Path
 
 from rea.book.chapters import CHAPTERS, ROOT, toc_files
 
-EXPECTED_SECONDS: dict[str, float] = {"tps": 306, "single-token": 180, "sweep": 102, "deeper": 72, "theory": 54,
+EXPECTED_SECONDS: dict[str, float] = {"tps": 299, "single-token": 157, "sweep": 102, "deeper": 72, "theory": 54,
                                       "sampling": 49, "tilting": 43, "mbar": 17, "errors": 15}
 """Quick-profile execution time of each chapter in seconds (a cold ``make book`` on 2 CPU cores), used only to start
 the longest chapters first; a chapter not listed counts as 0."""
