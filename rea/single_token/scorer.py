@@ -1,8 +1,8 @@
 """The model side of single-token rare outputs: last-position logits of a (possibly truncated) llama model.
 
 :func:`truncated` returns a :class:`Scorer`: embeddings -> first ``n_layers`` decoder layers of a llama model -> final
-norm -> unembedding, last position only, reusing the Hugging Face modules (no weights are copied). Every scorer also
-accepts ``inputs_embeds`` so gradients w.r.t. one-hot inputs are ``∂ℓ_t/∂onehot_i = W_E ∂ℓ_t/∂e_i``
+norm -> unembedding, last position only, reusing the Hugging Face modules (no weights are copied, except a float64
+unembedding for QLD). Every scorer also accepts ``inputs_embeds`` so gradients w.r.t. one-hot inputs are ``∂ℓ_t/∂onehot_i = W_E ∂ℓ_t/∂e_i``
 (``e = onehot @ W_E``). :func:`rea.lm.tiny.tiny_model` gives a small random llama for tests.
 """
 
@@ -53,7 +53,8 @@ class Scorer:
     ``h[B, H]`` (after the final RMSNorm), so that ``logits = h @ W_U.T (+ bias)``.
 
     Built by :func:`truncated`; it holds references to the model's own modules (embeddings, the first
-    ``n_layers`` decoder layers, final norm, rotary embedding, ``lm_head``), so it costs no extra memory.
+    ``n_layers`` decoder layers, final norm, rotary embedding, ``lm_head``), so it costs no extra memory until QLD
+    asks for :meth:`unembedding_float64` (one float64 copy of ``W_U``, kept).
     """
 
     def __init__(self, model, n_layers: int | None = None):
