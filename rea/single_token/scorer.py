@@ -3,7 +3,8 @@
 :func:`truncated` returns a :class:`Scorer`: embeddings -> first ``n_layers`` decoder layers of a llama model -> final
 norm -> unembedding, last position only, reusing the Hugging Face modules (no weights are copied, except a float64
 unembedding for QLD). Every scorer also accepts ``inputs_embeds`` so gradients w.r.t. one-hot inputs are
-``∂ℓ_t/∂onehot_i = W_E ∂ℓ_t/∂e_i`` (``e = onehot @ W_E``). :func:`rea.lm.tiny.tiny_model` gives a small random llama for tests.
+``∂ℓ_t/∂onehot_i = W_E ∂ℓ_t/∂e_i`` (``e = onehot @ W_E``). :func:`rea.lm.tiny.tiny_model` gives a small random
+llama for tests.
 """
 
 from __future__ import annotations
