@@ -29,13 +29,14 @@ def _info(args) -> int:
 
 
 def _sample(args) -> int:
-    from rea.lm import load_model
+    from rea.lm import check_model_name, load_model
     from rea.observables import ari, log_prob, repeats
     from rea.arguments import check_positive_int
     from rea.sampling import Temperature, sample
     from rea.storage import check_output_path, provenance, save_samples
 
     # every option is checked before the model is loaded (the prompt needs the tokenizer: sample() checks it)
+    check_model_name(args.model, "--model")
     check_output_path(args.out, "--out")
     check_positive_int("-n", args.n)
     check_positive_int("--length", args.length)
@@ -55,9 +56,14 @@ def _sample(args) -> int:
 
 
 def _sweep(args) -> int:
+    import os
+
+    from rea.lm import check_model_name
     from rea.sweep import format_summary, read_prompts, run_sweep
 
     prompts = read_prompts(args.prompts, args.column)
+    if not (args.address or os.environ.get("RAY_ADDRESS")):  # a cluster's workers may see other files and caches
+        check_model_name(args.model, "--model")
     budget = {"length": args.length, "n_chains": args.n_chains, "n_steps": args.n_steps, "n_direct": args.n_direct,
               "lambdas": args.lambdas}
     table = run_sweep(prompts, model=args.model, observables=args.observable or ["repeats"],

@@ -10,6 +10,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+
 @pytest.fixture(scope="module")
 def single_thread():
     """Tiny models and the toy LM run faster without intra-op threads (OpenMP wake-ups dominate tiny tensors)."""

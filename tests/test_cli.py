@@ -1,6 +1,7 @@
 """The `rea` command line, offline: info, sample to Parquet with provenance, errors as one line."""
 
 import numpy as np
+import pytest
 
 from rea.cli import main
 from rea.observables import ari
@@ -72,3 +73,98 @@ def test_rea_sample_bad_arguments_fail_before_any_work(tiny_llama_dir, tmp_path,
         assert rc == 2 and err.count("\n") == 0 and match in err, (change, err)
         assert err.startswith("rea sample: error:")
     assert not (tmp_path / "missing").exists() and not (tmp_path / "x.parquet").exists()
+
+
+def _fake_hf_cache(root, repo_id, *files):
+    """A Hugging Face hub cache under ``root`` holding ``files`` of ``repo_id`` at revision main (as hf_hub_download
+    lays it out: ``models--org--name/refs/main`` naming ``snapshots/<sha>/``)."""
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(sha)
+    (repo / "snapshots" / sha).mkdir(parents=True)
+    for name in files:
+        (repo / "snapshots" / sha / name).write_text("{}")
+    return root
+
+
+def _must_not_run(*args, **kwargs):
+    raise AssertionError("a kernel, a model load or Ray started before the model was checked")
+
+
+def test_rea_run_uncached_hub_model_fails_before_any_kernel(tmp_path, capsys, monkeypatch):
+    """`rea run sampling -p model <uncached hub id>` offline: exit 2, one line naming `model` and the id, no kernel
+    started and no run folder written."""
+    import huggingface_hub.constants
+    import papermill
+
+    from rea.book import runner
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(papermill, "execute_notebook", _must_not_run)
+    monkeypatch.setattr(runner, "ROOT", tmp_path)  # the default run folder goes to tmp_path/runs/
+    rc = main(["run", "sampling", "-p", "model", "nosuch-org/nosuch", "-p", "profile", "ci"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert err.startswith("rea run: error: parameter 'model': 'nosuch-org/nosuch' is not")
+    assert "HF_HUB_OFFLINE" in err and "allowed: 'smollm2-135m'" in err and "'toy'" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_rea_run_model_check_passes_toy_default_directory_and_cached_hub_id(tiny_llama_dir, tmp_path, monkeypatch):
+    """`toy`, the embedded default, a local directory and a hub id in the (fake) HF cache pass `rea run`'s check and
+    reach the kernel; an empty directory and a TinyStories id whose GPT-Neo tokenizer is not cached do not."""
+    import huggingface_hub.constants
+    import papermill
+
+    from rea.book import runner
+    from rea.lm import TINYSTORIES_TOKENIZER, check_model_name
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub = _fake_hf_cache(tmp_path / "hub", "some-org/cached-lm", "config.json", "tokenizer.json")
+    _fake_hf_cache(hub, "some-org/TinyStories-cached", "config.json")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub))
+    assert check_model_name("toy") == "toy" and check_model_name("smollm2-135m") == "embedded"
+    assert check_model_name(tiny_llama_dir) == "directory" and check_model_name("some-org/cached-lm") == "cache"
+
+    started = []
+    monkeypatch.setattr(papermill, "execute_notebook", lambda nb, target, parameters, **kw: started.append(parameters))
+    for i, model in enumerate(["toy", "smollm2-135m", tiny_llama_dir, "some-org/cached-lm"]):
+        rc = runner.main(["sampling", "-p", "model", model, "--out", str(tmp_path / f"run{i}"), "--no-progress"])
+        assert rc == 0 and started[-1]["model"] == model, model
+
+    (tmp_path / "empty").mkdir()
+    model = runner.Parameter("model", "str", "smollm2-135m", "")
+    for bad, match in [(str(tmp_path / "empty"), "holds no config.json"),
+                       (str(tmp_path / "nope"), "is not a directory"),
+                       ("some-org/TinyStories-cached", f"its tokenizer {TINYSTORIES_TOKENIZER!r} is not")]:
+        with pytest.raises(runner.RunError, match=match):
+            runner.check_value(model, bad)
+    _fake_hf_cache(hub, TINYSTORIES_TOKENIZER, "tokenizer_config.json", "vocab.json")
+    assert runner.check_value(model, "some-org/TinyStories-cached") == "some-org/TinyStories-cached"
+
+
+def test_rea_sample_and_sweep_check_the_model_before_loading_or_ray(tmp_path, capsys, monkeypatch):
+    """`rea sample --model` and `rea sweep --model` with an uncached hub id offline: exit 2, one line naming --model,
+    no model loaded, Ray not started, nothing written."""
+    import huggingface_hub.constants
+
+    import rea.lm
+    import rea.sweep.pool
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(rea.lm, "load_model", _must_not_run)
+    monkeypatch.setattr(rea.sweep.pool, "connect", _must_not_run)
+    rc = main(["sample", "--model", "nosuch-org/nosuch", "--prompt", "Hi", "-n", "2", "--length", "3",
+               "--out", str(tmp_path / "x.parquet")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("rea sample: error: --model: 'nosuch-org/nosuch'"), err
+    (tmp_path / "prompts.txt").write_text("The sky is\n")
+    rc = main(["sweep", "--prompts", str(tmp_path / "prompts.txt"), "--threshold", "3", "--model", "nosuch-org/nosuch",
+               "--out", str(tmp_path / "sweep")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("rea sweep: error: --model: 'nosuch-org/nosuch'"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.txt"]

@@ -21,6 +21,7 @@ from rea.lm.tiny import tiny_model
 import rea.single_token as lp
 from rea.single_token.importance import itgis_many
 from rea.single_token.mhis import mhis_many
+from tolerances import FLOAT32_CROSS_KERNEL_RTOL
 
 SEED = 0
 
@@ -329,12 +330,15 @@ def test_bad_input(exact_case, kwargs, name):
 
 
 def _assert_same_estimate(a, b):
-    """Two estimates agree: interval and every diagnostic to rtol 1e-6 (float rounding), calls exactly."""
+    """Two estimates agree: calls exactly, interval and every diagnostic to FLOAT32_CROSS_KERNEL_RTOL (a lockstep
+    run scores its rows in other batches than a single run: measured 0 on the default kernels, ≤ 2.5e-7 relative
+    under ``make test-portable``'s other code paths; see tests/tolerances.py)."""
     assert a.n_calls == b.n_calls and a.method == b.method
-    assert np.allclose([a.p_hat, a.ci_low, a.ci_high], [b.p_hat, b.ci_low, b.ci_high], rtol=1e-6, atol=0), (a, b)
+    assert np.allclose([a.p_hat, a.ci_low, a.ci_high], [b.p_hat, b.ci_low, b.ci_high],
+                       rtol=FLOAT32_CROSS_KERNEL_RTOL, atol=0), (a, b)
     assert set(a.info) - {"seconds"} == set(b.info) - {"seconds"}
     for key in set(a.info) - {"seconds"}:
-        assert a.info[key] == pytest.approx(b.info[key], rel=1e-6, abs=0), (key, a, b)
+        assert a.info[key] == pytest.approx(b.info[key], rel=FLOAT32_CROSS_KERNEL_RTOL, abs=0), (key, a, b)
 
 
 @pytest.mark.filterwarnings("ignore::rea.stats.ISIntervalWarning")
@@ -394,7 +398,8 @@ def test_compare_methods_seeds_follow_the_job_list(exact_case, targets):
     assert list(df.method) == ["naive"] * 2 + ["mhis"] * 2 + ["itgis"] * 2
     for j, row in enumerate(df.itertuples()):
         est = lp.estimate(row.method, sc, D, row.target, 128, 10 + j, **hyper.get(row.method, {}))
-        assert row.p_hat == pytest.approx(est.p_hat, rel=1e-6, abs=0) and row.n_calls == est.n_calls
+        assert row.p_hat == pytest.approx(est.p_hat, rel=FLOAT32_CROSS_KERNEL_RTOL, abs=0)
+        assert row.n_calls == est.n_calls
 
 
 @pytest.mark.parametrize(

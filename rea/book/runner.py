@@ -166,10 +166,11 @@ _COUNT = re.compile(r"^n_|(^|_)(length|steps|chains|samples|budget)$")
 def check_value(param: Parameter, value):
     """Range checks of a :func:`convert`-ed value, so that a bad one fails before any kernel starts.
 
-    Deliberately conservative, by name: ``profile`` must be one of :data:`rea.book.PROFILES`; ``seed`` must be ≥ 0
-    and counting integers (:data:`_COUNT`) ≥ 1; a list or tuple whose name contains ``lambda`` must hold finite
-    numbers (≥ 0 when its help calls it a grid of ``|λ|``). ``None`` (an optional parameter: the profile's value)
-    passes. Returns ``value``; raises :class:`RunError` naming the parameter and what is allowed.
+    Deliberately conservative, by name: ``profile`` must be one of :data:`rea.book.PROFILES`; ``model`` must be one
+    :func:`rea.lm.load_model` can load without downloading, or while the hub answers (:func:`rea.lm.check_model_name`);
+    ``seed`` must be ≥ 0 and counting integers (:data:`_COUNT`) ≥ 1; a list or tuple whose name contains ``lambda``
+    must hold finite numbers (≥ 0 when its help calls it a grid of ``|λ|``). ``None`` (an optional parameter: the
+    profile's value) passes. Returns ``value``; raises :class:`RunError` naming the parameter and what is allowed.
     """
     import math
 
@@ -181,6 +182,13 @@ def check_value(param: Parameter, value):
 
         if value not in PROFILES:
             raise RunError(f"parameter 'profile' must be one of {', '.join(PROFILES)}, got {value!r}")
+    elif name == "model" and param.type is str:
+        from rea.lm import ModelError, check_model_name
+
+        try:
+            check_model_name(value, what="parameter 'model'")
+        except ModelError as err:
+            raise RunError(str(err)) from None
     elif param.type is int and (name == "seed" or _COUNT.search(name)):
         from rea.arguments import check_positive_int
 

