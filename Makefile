@@ -17,16 +17,17 @@ CHAPTER ?= tps
 PROMPT  ?=
 PARAMS  ?=
 
-.PHONY: setup book book-check test validate bench golden run clean help
+.PHONY: setup book book-check test test-portable validate bench golden run clean help
 
 help:
 	@echo "make book      build the HTML book (main job) into _build/html"
 	@echo "make book-check  load every built page in headless Chromium: JS errors, math, images, links, glue"
 	@echo "make test      unit tests, exact checks, notebook regression"
+	@echo "make test-portable  the fast tests again under other CPU code paths (generic kernels, AVX2, 1 thread)"
 	@echo "make validate  estimators against exact toy-model answers (table + summary)"
 	@echo "make bench     sampler and estimator benchmarks"
 	@echo "make run CHAPTER=tps PROMPT='The sky is' [PARAMS='-p n_steps 200']"
-	@echo "make golden    re-record the chapters' golden numbers under tests/golden (make golden CHAPTERS=...)"
+	@echo "make golden    re-record the chapters' goldens (numbers + executed notebook) under tests/golden (CHAPTERS=...)"
 
 setup: $(STAMP)
 
@@ -40,8 +41,18 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (rea)" >/dev/null
 	touch $(STAMP)
 
+# unit tests and, through nbval, the golden notebooks tests/golden/*.ipynb (each chapter executed once;
+# --nbval-lax only collects .ipynb files, tests/golden/conftest.py pins the kernels' environment)
+# in parallel processes, one per core up to 4 (pytest-xdist; --dist loadfile: a file's tests, and a notebook's
+# cells, which share one kernel, stay in one process); TEST_WORKERS=0 runs them in this process
+TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, len(os.sched_getaffinity(0))))" 2>/dev/null || echo 2)
 test: setup
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/ruff check rea tests bench
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --nbval-lax tests
+
+# the fast tests (goldens aside) under CPU code paths other than the default: see tests/portable_lanes.py
+test-portable: setup
+	$(BIN)/python tests/portable_lanes.py -- -n $(TEST_WORKERS) --dist loadfile
 
 validate: setup
 	$(BIN)/python -m rea.validate

@@ -30,8 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rea.tps import tps_mbar, tps_tokens  # noqa: E402
 from rea.stats import TiltedMBAR, z_value  # noqa: E402
+from rea.tps import tps_mbar, tps_tokens  # noqa: E402
 
 Z96 = z_value(0.96)
 
@@ -83,8 +83,9 @@ def bench_toy(scale: float = 1.0) -> float:
     eff, r, t20, d20 = _efficiency(df, 0, tokens, L, p)
     inside = df.ci_low.iloc[0] <= p <= df.ci_high.iloc[0]
     gr = ", ".join(f"{k:g}: {v:.3f}" for k, v in df.attrs["gelman_rubin"].items())
-    print(f"  toy, φ = count of ' once'/' there'/' quickly'/' extraordinarily', L={L}, λ {list(res.config.lambdas_neg)},"
-          f" {res.config.n_chains} chains × {res.config.n_steps} steps/bias; GR {{{gr}}}, dropped {df.attrs['dropped']}")
+    print(f"  toy, φ = count of ' once'/' there'/' quickly'/' extraordinarily', L={L}, "
+          f"λ {list(res.config.lambdas_neg)}, {res.config.n_chains} chains × {res.config.n_steps} steps/bias; "
+          f"GR {{{gr}}}, dropped {df.attrs['dropped']}")
     print(f"  P(φ≥{a:g}) exact {p:.3g}, TPS+MBAR {df.p.iloc[0]:.3g} 96% CI [{df.ci_low.iloc[0]:.3g}, "
           f"{df.ci_high.iloc[0]:.3g}] (exact {'inside' if inside else 'OUTSIDE'} CI); rel. error {r:.2f} "
           f"(bootstrap CI½/p̂/2.054) at {tokens:.3g} tokens -> {t20:.3g} tokens for 20 % assuming error ∝ 1/√tokens;"
@@ -115,8 +116,9 @@ def bench_smollm(budget_s: float = 540.0) -> float:
     tokens = tps_tokens(res, L) + n_direct * L
     eff, r, t20, d20 = _efficiency(df, 0, tokens, L)
     dr = df.direct_rel_ci_half.iloc[0] / Z96
-    print(f"  SmolLM2 repeats L={L} '{prompt}': P(φ≥{thr:g}) TPS+MBAR {df.p.iloc[0]:.3g} (direct {df.direct_p.iloc[0]:.3g}"
-          f", rel. error {dr:.2f} at {n_direct * L} tokens); TPS+MBAR rel. error {r:.2f} at {tokens:.3g} tokens -> "
+    print(f"  SmolLM2 repeats L={L} '{prompt}': P(φ≥{thr:g}) TPS+MBAR {df.p.iloc[0]:.3g} "
+          f"(direct {df.direct_p.iloc[0]:.3g}, rel. error {dr:.2f} at {n_direct * L} tokens); "
+          f"TPS+MBAR rel. error {r:.2f} at {tokens:.3g} tokens -> "
           f"{t20:.3g} for 20 %; direct needs {d20:.3g} ({time.perf_counter() - t0:.0f} s)")
     print(f"smollm_tps_mbar_token_efficiency_vs_direct: {eff:.3g}")
     return eff

@@ -1,4 +1,5 @@
-"""Speed of the single-token rare-output estimators (rea.single_token) on this machine, and an optional small comparison.
+"""Speed of the single-token rare-output estimators (rea.single_token) on this machine, and an optional small
+comparison.
 
     python bench/bench_single_token.py                      # calls/s and seconds per target, depths 1 2 4
     python bench/bench_single_token.py --table --targets 4  # + methods vs brute-force ground truth (depths 1 2)

@@ -1,4 +1,4 @@
-"""SMC on prefixes (rea.smc) against exact deep tails of the toy LM: relative RMSE, interval coverage and token
+r"""SMC on prefixes (rea.smc) against exact deep tails of the toy LM: relative RMSE, interval coverage and token
 efficiency against direct sampling.
 
     .venv/bin/python bench/bench_smc.py                 # both tails, 100 repeats each (~2 min on 2 cores)

@@ -70,11 +70,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rea import exact, stats  # noqa: E402
+from rea.book import threshold_between  # noqa: E402
+from rea.book.bench import TOY_LENGTH as L  # noqa: E402  (the book reads the same)
+from rea.book.bench import TOY_THRESHOLDS as THRESHOLDS
 from rea.sampling import sample  # noqa: E402
 from rea.stats import wilson_interval  # noqa: E402
 from rea.tps import TPSConfig, run_tps_many, tps_mbar, tps_tokens  # noqa: E402
-from rea.book import threshold_between  # noqa: E402
-from rea.book.bench import TOY_LENGTH as L, TOY_THRESHOLDS as THRESHOLDS  # noqa: E402  (the book reads the same)
 from rea.validate.toy import ADV_TOKENS, PROMPT, single_thread, token_count, toy_model  # noqa: E402
 
 ANNEALED_LAMBDAS = (-0.5, -1.0, -1.5, -1.75)
@@ -216,7 +217,7 @@ def write_json(path: str | None, results: list[dict], **problem) -> None:
     root, exe = Path(__file__).resolve().parents[1], Path(sys.executable)
     exe = exe.relative_to(root) if exe.is_relative_to(root) else exe
     provenance = dict(
-        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         command=" ".join([str(exe), *sys.argv]), niceness=os.nice(0), cpu=cpu, cpu_count=os.cpu_count(),
         torch_threads=torch.get_num_threads(), rea_threads=os.environ.get("REA_THREADS"),
         omp_num_threads=os.environ.get("OMP_NUM_THREADS"), torch=torch.__version__, git_commit=commit,

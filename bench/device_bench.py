@@ -19,6 +19,7 @@ an unsupported dtype) is recorded in its line and the others go on.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 
@@ -100,9 +101,11 @@ def bench_model(name: str, args, emit, deadline: float) -> None:
             if time.monotonic() > deadline:
                 emit({"model": name, "what": what, "batch": batch, "skipped": "time budget spent"})
                 continue
-            fn = (lambda: run_sampler(lm, batch, args.new)) if what == "sampler" else \
-                (lambda: run_generate(lm, model, batch, args.new))
+            # bound now (not closures over lm, model, batch, which the `del` below unbinds)
+            fn = functools.partial(run_sampler, lm, batch, args.new) if what == "sampler" else \
+                functools.partial(run_generate, lm, model, batch, args.new)
             emit(measure(name, what, fn, lm, batch, args.new))
+            del fn  # it holds the models: let `del lm, model` below free them
     del lm, model
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -29,9 +29,9 @@ def _info(args) -> int:
 
 
 def _sample(args) -> int:
+    from rea.arguments import check_positive_int
     from rea.lm import check_model_name, load_model
     from rea.observables import ari, log_prob, repeats
-    from rea.arguments import check_positive_int
     from rea.sampling import Temperature, sample
     from rea.storage import check_output_path, provenance, save_samples
 

@@ -14,7 +14,7 @@ its values checked to be finite.
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -119,7 +119,7 @@ class Samples:
         """log w = log p_M(x) − log q(x) per completion ``[N]`` (0 for samples from the model itself)."""
         return self.logp.sum(1) - self.logq.sum(1)
 
-    def __getitem__(self, index) -> "Samples":
+    def __getitem__(self, index) -> Samples:
         idx = np.arange(len(self))[index]
         idx = np.atleast_1d(idx)
         return Samples(
@@ -128,7 +128,7 @@ class Samples:
         )
 
     @staticmethod
-    def concat(parts: list["Samples"]) -> "Samples":
+    def concat(parts: list[Samples]) -> Samples:
         first = parts[0]
         return Samples(
             first.prompt, first.prompt_ids,
@@ -271,7 +271,7 @@ class _DecodeState:
     done: torch.Tensor
 
     @classmethod
-    def empty(cls, batch: int, length: int, device) -> "_DecodeState":
+    def empty(cls, batch: int, length: int, device) -> _DecodeState:
         return cls(torch.empty(batch, length, dtype=torch.long, device=device),
                    torch.zeros(batch, length, dtype=torch.float64, device=device),
                    torch.zeros(batch, length, dtype=torch.float64, device=device),

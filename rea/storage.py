@@ -121,7 +121,7 @@ def provenance(**params) -> dict:
         "git_commit": commit,
         "git_dirty": dirty,
         "python": platform.python_version(),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
 
 

@@ -8,7 +8,12 @@ import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# `make test` runs the tests in parallel processes (pytest-xdist, `-n`): each takes its share of the cores, so that
+# the processes do not oversubscribe them (two 2-thread processes on 2 cores wait at every OpenMP barrier), and no
+# more than OMP_NUM_THREADS where it is set (`OMP_NUM_THREADS=1 make test`: one thread everywhere)
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+_OMP = os.environ.get("OMP_NUM_THREADS", "").strip()
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS, int(_OMP) if _OMP.isdigit() else 2)))
 
 
 @pytest.fixture(scope="module")

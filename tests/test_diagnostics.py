@@ -6,6 +6,7 @@ import pytest
 from scipy import stats
 
 from rea.stats import (
+    TiltedMBAR,
     bootstrap_over_chains,
     burn_in_mask,
     chain_resample_index,
@@ -19,7 +20,6 @@ from rea.stats import (
     statistical_inefficiency_multiple,
     subsample,
 )
-from rea.stats import TiltedMBAR
 
 
 def ar1(rng, rho, n, chains=1):
@@ -185,7 +185,7 @@ def test_bootstrap_interval_is_the_order_statistic_and_covers():
     reps = 60
     for _ in range(reps):
         y = make()
-        r = bootstrap_over_chains(np.arange(J), lambda sel: y[sel].mean(), rng=rng)
+        r = bootstrap_over_chains(np.arange(J), lambda sel, y=y: y[sel].mean(), rng=rng)
         hits += r.ci_low <= mu <= r.ci_high
     print("bootstrap-over-chains coverage (J = 12):", hits / reps)
     assert hits / reps >= 0.85
@@ -208,7 +208,7 @@ def test_bootstrap_t_interval_formula_and_coverage_with_few_skewed_chains():
     for _ in range(reps):
         y = np.exp(ar1(rng, 0.9, 200, chains=J))
         for iv in hits:
-            r = bootstrap_over_chains(np.arange(J), lambda sel: np.log(y[sel].mean()), rng=rng, interval=iv)
+            r = bootstrap_over_chains(np.arange(J), lambda sel, y=y: np.log(y[sel].mean()), rng=rng, interval=iv)
             hits[iv] += r.ci_low <= 0.5 <= r.ci_high  # ln E[e^x] = 1/2 for x ~ N(0, 1)
     rate = {k: v / reps for k, v in hits.items()}
     print("bootstrap coverage, 6 skewed chains:", rate)

@@ -2,12 +2,11 @@
 
 import numpy as np
 import pytest
-import torch
 
 from rea import exact
+from rea.lm import DEFAULT_PROMPT, ToyLM
 from rea.observables import ari_text, repeats_tokens
 from rea.sampling import sample
-from rea.lm import DEFAULT_PROMPT, ToyLM
 
 LAMS = np.array([-2.0, -0.5, 0.3, 2.0])
 COUNTED = ["!", " ha", "very"]

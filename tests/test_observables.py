@@ -3,8 +3,16 @@
 import numpy as np
 import pytest
 
-from rea.observables import (ari_counts, ari_from_counts, ari_text, evaluate, from_text, from_tokens,
-                             get_observable, repeats_tokens)
+from rea.observables import (
+    ari_counts,
+    ari_from_counts,
+    ari_text,
+    evaluate,
+    from_text,
+    from_tokens,
+    get_observable,
+    repeats_tokens,
+)
 from rea.sampling import Samples
 
 

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
+from tolerances import FLOAT32_CROSS_KERNEL_RTOL
 
+import rea.single_token as lp
 from rea import stats as estimators
 from rea.lm.tiny import tiny_model
-import rea.single_token as lp
 from rea.single_token.importance import itgis_many
 from rea.single_token.mhis import mhis_many
-from tolerances import FLOAT32_CROSS_KERNEL_RTOL
 
 SEED = 0
 

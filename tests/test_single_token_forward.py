@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
+from tolerances import assert_close_across_kernels
 
 import rea.single_token as lp
 from rea.lm.tiny import tiny_model
 from rea.single_token import extrapolation
 from rea.single_token.scorer import last_position_layer
-from tolerances import assert_close_across_kernels
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +85,8 @@ def test_acceptance_intervals_match_the_argmax_along_the_line(with_bias):
             wins = logits.argmax(1) == target
             inside = (a >= lo[j]) & (a <= hi[j])
             margin = (a - lo[j]).abs().minimum((a - hi[j]).abs())
-            clear = margin > 1e-9 if math.isfinite(float(hi[j])) or math.isfinite(float(lo[j])) else torch.ones_like(wins)
+            finite = math.isfinite(float(hi[j])) or math.isfinite(float(lo[j]))
+            clear = margin > 1e-9 if finite else torch.ones_like(wins)
             assert torch.equal(wins[clear], inside[clear]), (target, j)
             checked += int(wins.any())
     assert checked > 10  # the check saw many non-empty intervals

@@ -61,9 +61,8 @@ def test_samples_round_trip_exact(tmp_path, n, stop):
 
 
 def test_samples_from_sampler_round_trip(tmp_path):
-    from rea.lm import load_model
+    from rea.lm import DEFAULT_PROMPT, load_model
     from rea.sampling import sample
-    from rea.lm import DEFAULT_PROMPT
 
     lm = load_model("toy", device="cpu")
     s = sample(lm, DEFAULT_PROMPT, 6, 9, seed=2, progress=False)

@@ -185,7 +185,8 @@ def test_killed_worker_retries_resume_tps_and_a_dying_cell_is_reported(local_ray
         import os as _os
         from pathlib import Path as _Path
 
-        from rea.sweep.methods import tps_config, tps_method as _tps
+        from rea.sweep.methods import tps_config
+        from rea.sweep.methods import tps_method as _tps
         from rea.tps import run_tps
 
         marker = _Path(run_dir) / "killed-once"

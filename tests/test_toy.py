@@ -5,11 +5,9 @@ import pytest
 import torch
 
 from rea.exact import prompt_state
-from rea.lm import load_model
+from rea.lm import DEFAULT_PROMPT, ToyLM, load_model
 from rea.observables import ari
 from rea.sampling import regenerate, sample, score, sequence_uniforms
-from rea.lm import DEFAULT_PROMPT, ToyLM
-
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -20,8 +20,15 @@ from rea.book.findings import chapter_findings, findings_table, record_finding
 from rea.book.plots import COLORS, band, direct_hist, figure, floor_line, use_book_style, wilson_points
 from rea.book.profiles import PROFILES, chapter_settings
 from rea.book.records import TOLERANCES, record, record_figure, threshold_between
-from rea.book.runs import (book_runs_dir, cached_samples, cached_tps, direct_seed, exchange_tps_configs, real_tps_configs,
-                           toy_tps_config)
+from rea.book.runs import (
+    book_runs_dir,
+    cached_samples,
+    cached_tps,
+    direct_seed,
+    exchange_tps_configs,
+    real_tps_configs,
+    toy_tps_config,
+)
 from rea.book.typeset import sci
 
 __all__ = [

@@ -21,13 +21,14 @@ import math
 from pathlib import Path
 
 from rea.book.typeset import sci, typeset
-from rea.validate.toy import ADV_TOKENS
+from rea.validate.toy import ADV_TOKENS as ADV_TOKENS  # re-exported: the toy benchmark's problem (see above)
 
 TOY_LENGTH = 20
 """Completion length L of the toy benchmark (φ = the count of :data:`ADV_TOKENS`, the toy LM's default prompt)."""
 
 TOY_THRESHOLDS = (10.0, 14.0)
-"""The toy benchmark's tails P(φ ≥ a): about 1.4 × 10⁻⁸ and 1.7 × 10⁻¹³ (exact: :func:`rea.exact.count_distribution`)."""
+"""The toy benchmark's tails P(φ ≥ a): about 1.4 × 10⁻⁸ and 1.7 × 10⁻¹³
+(exact: :func:`rea.exact.count_distribution`)."""
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results"

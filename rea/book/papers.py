@@ -193,7 +193,7 @@ def model_facts(lm) -> dict:
     from rea.lm import DEFAULT_MODEL
 
     cfg = lm.model.config
-    layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "num_layers")
+    layers = getattr(cfg, "num_hidden_layers", None) or cfg.num_layers
     return {"name": "SmolLM2-135M" if lm.name == DEFAULT_MODEL else str(lm.name), "layers": int(layers),
             "hidden": int(cfg.hidden_size), "vocab": int(cfg.vocab_size)}
 

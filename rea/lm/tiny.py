@@ -153,7 +153,8 @@ def save_tiny(path, arch: str = "llama", seed: int = 0, weight_std: float = 0.2,
     one global and one local layer.
     """
     tok = bpe_tokenizer()
-    defaults = {"llama": dict(n_heads=4, n_kv_heads=2, tie_embeddings=True), "gpt-neo": dict(n_heads=4, tie_embeddings=True)}
+    defaults = {"llama": dict(n_heads=4, n_kv_heads=2, tie_embeddings=True),
+                "gpt-neo": dict(n_heads=4, tie_embeddings=True)}
     if arch not in defaults:
         raise ValueError(f"arch must be one of {ARCHITECTURES}, got {arch!r}")
     cfg = {**defaults[arch], **config, "vocab_size": len(tok), "eos_token_id": tok.eos_token_id}

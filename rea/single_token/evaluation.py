@@ -8,7 +8,7 @@ constant guess. :func:`compare_methods` runs methods × targets, :func:`results_
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -15,6 +15,7 @@ Budget: plain forwards of samples from D; solving for QLD's direction touches on
 from __future__ import annotations
 
 import math
+
 import numpy as np
 import torch
 
@@ -66,9 +67,9 @@ def _shortest_direction(W: torch.Tensor, bias: torch.Tensor | None, mu: torch.Te
             c = c + bias[target] - bias[idx]
         K = (G @ G.T).numpy()
         cn = c.numpy()
-        res = minimize(lambda lam: (0.5 * lam @ K @ lam + cn @ lam, K @ lam + cn), np.zeros(len(work)), jac=True,
-                       method="L-BFGS-B", bounds=[(0, None)] * len(work), options={"maxiter": 5000, "ftol": 1e-15,
-                                                                                 "gtol": 1e-12})
+        res = minimize(lambda lam, K=K, cn=cn: (0.5 * lam @ K @ lam + cn @ lam, K @ lam + cn), np.zeros(len(work)),
+                       jac=True, method="L-BFGS-B", bounds=[(0, None)] * len(work),
+                       options={"maxiter": 5000, "ftol": 1e-15, "gtol": 1e-12})
         d = G.T @ torch.from_numpy(res.x)
         if not np.isfinite(res.fun) or res.fun < -1e12:
             break  # dual unbounded: t cannot be the argmax anywhere
@@ -115,8 +116,10 @@ def _target_direction(W: torch.Tensor, bias: torch.Tensor | None, mu: torch.Tens
 
 
 def _acceptance_intervals(base: torch.Tensor, mu: torch.Tensor, A: torch.Tensor, dhat: torch.Tensor, W: torch.Tensor,
-                          bias: torch.Tensor | None, target: int, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """For each whitened ``base_j [n, H]``, the interval ``[lo_j, hi_j]`` of ``a`` with t the argmax at ``base_j + a d̂``.
+                          bias: torch.Tensor | None, target: int,
+                          chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each whitened ``base_j [n, H]``, the interval ``[lo_j, hi_j]`` of ``a`` with t the argmax at
+    ``base_j + a d̂``.
 
     At activation ``x_j + a·e`` (``x_j = μ + A base_j``, ``e = A d̂``) the margin over v is
     ``Δ_v(x_j) + a·s_v`` with ``Δ_v(x) = (W_t − W_v)·x + b_t − b_v`` and slope ``s_v = (W_t − W_v)·e``. The interval
@@ -236,8 +239,8 @@ def gaussian_tail_fit(deltas, confidence: float = 0.95, seed: int = 0) -> tuple[
     """GLD's fit: ``N(m, s²)`` to ``deltas[n]`` (mean, sd with ddof 1), tail mass ``p̂ = P(N(m, s²) ≥ 0) = Φ(m/s)``.
 
     ``s = 0`` gives ``p̂ = 1[m ≥ 0]``. Interval: percentiles of ``Φ(m'/s')`` over the sampling distribution of the
-    fitted parameters (``m' ~ N(m, s²/n)``, ``s' ~ N(s, s²/2n)``, 2000 draws from ``seed``) at ``confidence`` (default 0.95, Wu & Hilton's
-    level); statistical only.
+    fitted parameters (``m' ~ N(m, s²/n)``, ``s' ~ N(s, s²/2n)``, 2000 draws from ``seed``) at ``confidence``
+    (default 0.95, Wu & Hilton's level); statistical only.
     Returns ``(p̂, ci_low, ci_high, m, s)``.
     """
     from scipy.stats import norm

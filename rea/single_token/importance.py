@@ -11,7 +11,7 @@ is the reference code's grid of proposal temperatures (ITGIS and MHIS).
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -39,7 +39,8 @@ def check_distribution(D, vocab_size: int | None = None) -> torch.Tensor:
     return D
 
 
-def uniform_distribution(token_ids: Sequence[Sequence[int]] | Sequence[int], k: int | None, vocab_size: int) -> torch.Tensor:
+def uniform_distribution(token_ids: Sequence[Sequence[int]] | Sequence[int], k: int | None,
+                         vocab_size: int) -> torch.Tensor:
     """``D[i] = uniform over token_ids[i]`` (or over one shared list repeated ``k`` times) -> ``[k, V]``."""
     if k is not None:
         token_ids = [list(token_ids)] * k
@@ -127,7 +128,8 @@ def _single_token_words(tokenizer, words: Iterable[str], n: int) -> list[int]:
 
 def sample_inputs(D: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
     """``n`` i.i.d. inputs ``x ~ D``: LongTensor ``[n, k]``."""
-    return torch.stack([torch.multinomial(D[i], n, replacement=True, generator=generator) for i in range(D.shape[0])], 1)
+    return torch.stack([torch.multinomial(D[i], n, replacement=True, generator=generator)
+                        for i in range(D.shape[0])], 1)
 
 
 def log_prob_inputs(logD: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

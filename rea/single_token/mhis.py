@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -197,12 +198,14 @@ def _warn_on_chain_hits(chains_hit: int, n_chains: int, n_states: int, n_indep: 
             f"frequency π(t); it bounds p only if the tilt does not make the target rarer (π(t) ≥ p) and the chains "
             f"have mixed",
             ISIntervalWarning,
+            stacklevel=2,
         )
     elif chains_hit < 2:
         warnings.warn(
-            f"mhis: only {chains_hit} of {n_chains} chains hit the target: the interval's spread across chains rests on "
-            f"one chain; run more or longer chains, or raise the temperature",
+            f"mhis: only {chains_hit} of {n_chains} chains hit the target: the interval's spread across chains rests "
+            f"on one chain; run more or longer chains, or raise the temperature",
             ISIntervalWarning,
+            stacklevel=2,
         )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from rea.single_token.extrapolation import gld, qld
 from rea.single_token.importance import itgis, itgis_many, naive

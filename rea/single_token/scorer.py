@@ -62,7 +62,8 @@ class Scorer:
         inner = getattr(model, "model", None)
         if inner is None or not hasattr(inner, "layers") or not hasattr(inner, "rotary_emb"):
             raise ValueError(
-                f"lm_or_model must be a llama-style causal LM (model.model.layers, rotary_emb), got {type(model).__name__}"
+                "lm_or_model must be a llama-style causal LM (model.model.layers, rotary_emb), "
+                f"got {type(model).__name__}"
             )
         total = len(inner.layers)
         if n_layers is None:
@@ -173,5 +174,6 @@ def truncated(lm_or_model, n_layers: int | None = None) -> Scorer:
     if model is not None and hasattr(model, "lm_head"):
         lm_or_model = model
     if not hasattr(lm_or_model, "lm_head"):
-        raise ValueError(f"lm_or_model must be an HFLanguageModel or a LlamaForCausalLM, got {type(lm_or_model).__name__}")
+        raise ValueError("lm_or_model must be an HFLanguageModel or a LlamaForCausalLM, "
+                         f"got {type(lm_or_model).__name__}")
     return Scorer(lm_or_model.eval(), n_layers)

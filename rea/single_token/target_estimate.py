@@ -11,8 +11,9 @@ jobs of a lockstep run (many targets, seeds and temperatures at once); :func:`re
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -54,7 +55,8 @@ def _check_budget_target_seed(scorer, target, budget, seed) -> None:
     """The scalar arguments of :func:`check_estimator_arguments`, in its order: budget, target, seed."""
     if not isinstance(budget, (int, np.integer)) or isinstance(budget, bool) or budget <= 0:
         raise ValueError(f"budget must be a positive integer number of model calls, got {budget!r}")
-    if not isinstance(target, (int, np.integer)) or isinstance(target, bool) or not 0 <= int(target) < scorer.vocab_size:
+    if (not isinstance(target, (int, np.integer)) or isinstance(target, bool)
+            or not 0 <= int(target) < scorer.vocab_size):
         raise ValueError(f"target must be a token id in [0, {scorer.vocab_size}), got {target!r}")
     if not isinstance(seed, (int, np.integer)):
         raise ValueError(f"seed must be an integer, got {seed!r}")

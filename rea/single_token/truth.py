@@ -8,7 +8,7 @@ probability window, spread evenly in ``log p``.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -64,7 +64,8 @@ def exact_probabilities(scorer: Scorer, D, batch_size: int = 1024, max_inputs: i
     supports = [torch.nonzero(D[i]).flatten() for i in range(D.shape[0])]
     total = math.prod(len(s) for s in supports)
     if total > max_inputs:
-        raise ValueError(f"D has {total} inputs in its support; exact enumeration allows at most max_inputs={max_inputs}")
+        raise ValueError(f"D has {total} inputs in its support; exact enumeration allows at most "
+                         f"max_inputs={max_inputs}")
     grids = torch.cartesian_prod(*supports) if len(supports) > 1 else supports[0][:, None]
     grids = grids.reshape(total, len(supports))
     logD = D.log()

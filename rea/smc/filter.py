@@ -112,7 +112,7 @@ class _Group:
     resampled: np.ndarray  # [R, L] bool
 
     @classmethod
-    def start(cls, replicates, seed: int, n: int, length: int) -> "_Group":
+    def start(cls, replicates, seed: int, n: int, length: int) -> _Group:
         r = len(replicates)
         return cls(n, [np.random.default_rng([seed, TOKEN_STREAM, k]) for k in replicates],
                    [np.random.default_rng([seed, RESAMPLE_STREAM, k]) for k in replicates],

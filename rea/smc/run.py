@@ -11,6 +11,7 @@ saved replicates, so ``thresholds`` and the interval settings are not part of th
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -116,7 +117,7 @@ def smc_tail(lm, prompt: str, length: int, observable, lam: float, thresholds, n
         for lo in range(0, len(todo), per):
             group = todo[lo:lo + per]
             for rep in run_group(lm, prompt_ids, obs, float(lam), length, n_particles, group, seed, ess_threshold,
-                                 keep_particles, on_step=lambda n=len(group): bar.update(n)):
+                                 keep_particles, on_step=functools.partial(bar.update, len(group))):
                 done[rep.replicate] = rep
                 if path is not None:
                     save_replicate(path, rep)

@@ -12,8 +12,8 @@ r"""The bootstrap over chains [REA App. C]: resample whole chains with replaceme
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pandas as pd

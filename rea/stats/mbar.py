@@ -32,8 +32,7 @@ from rea.arguments import as_1d_finite, check_confidence
 from rea.stats.intervals import z_value
 from rea.stats.mbar_errors import asymptotic_covariance, difference_sigma
 from rea.stats.mbar_events import EventQueries
-from rea.stats.mbar_solver import chunk_slices, fast_logsumexp, integration_start, merge_identical, \
-    solve_tilted_mbar
+from rea.stats.mbar_solver import chunk_slices, fast_logsumexp, integration_start, merge_identical, solve_tilted_mbar
 from rea.stats.pymbar_compat import captured_pymbar_output, import_pymbar, quiet_pymbar_mbar
 
 __all__ = ["OverlapWarning", "MBARConvergenceError", "TiltedMBAR"]
@@ -209,7 +208,7 @@ class TiltedMBAR(EventQueries):
         self.N = phi.size
 
     @classmethod
-    def from_states(cls, phis, lambdas, **kwargs) -> "TiltedMBAR":
+    def from_states(cls, phis, lambdas, **kwargs) -> TiltedMBAR:
         """Build from per-state arrays: ``phis[k]`` float ``[N_k]`` drawn at ``lambdas[k]`` (λ = 0 for direct)."""
         lambdas = as_1d_finite("lambdas", lambdas)
         if len(phis) != lambdas.size:

@@ -8,8 +8,8 @@ An event s is a union of disjoint groups g of samples: for tails φ ≥ a_s (S s
 * :func:`check_thresholds_reached` -- every threshold must have samples beyond it;
 * :func:`tail_groups` -- the group of each sample and the membership matrix of tail events;
 * :func:`probability_columns` -- p, ln p, log10 p, sd and log-normal interval of event probabilities;
-* :func:`log_sum_in_intervals` / :func:`count_in_intervals` -- ln P̂(lo ≤ φ < hi) without errors (one sort and a cumulative
-  sum: fast enough for bootstrap replicas) and the samples in each interval.
+* :func:`log_sum_in_intervals` / :func:`count_in_intervals` -- ln P̂(lo ≤ φ < hi) without errors (one sort and a
+  cumulative sum: fast enough for bootstrap replicas) and the samples in each interval.
 * :class:`EventQueries` -- :class:`rea.stats.mbar.TiltedMBAR`'s event methods (:meth:`~EventQueries.tail`,
   :meth:`~EventQueries.density`, :meth:`~EventQueries.interval_log_p`, :meth:`~EventQueries.interval_counts`).
 """

@@ -101,7 +101,7 @@ def integration_start(lambdas, state, phi, counts, n_k) -> np.ndarray:
     return np.concatenate([[0.0], np.cumsum(np.diff(lambdas) * (mean[1:] + mean[:-1]) / 2)])
 
 
-# --------------------------------------------------------------------------------------------- objective and derivatives
+# -------------------------------------------------------------------------------------------- objective and derivatives
 
 
 def scaled_exponentials(phi, lambdas, log_n, base, chunk: int) -> np.ndarray:

@@ -55,8 +55,7 @@ def run_sweep(prompts, model: str = "smollm2-135m", observables=("repeats",), th
               workers: int | None = None, cpus_per_worker: int = 1, num_cpus: int | None = None,
               address: str | None = None, device: str = "auto", max_attempts: int = 2,
               progress: bool = True) -> pd.DataFrame:
-    """P(φ ≥ a) (``side="lower"``: P(φ ≤ a)) with its interval in every cell of prompts × observables ×
-    thresholds × seeds.
+    """P(φ ≥ a) (``side="lower"``: P(φ ≤ a)) with its interval per cell of prompts × observables × thresholds × seeds.
 
     Parameters
     ----------
@@ -78,7 +77,8 @@ def run_sweep(prompts, model: str = "smollm2-135m", observables=("repeats",), th
     The summary (:func:`rea.sweep.summary.summarize`): one row per cell, ranked within (observable, threshold),
     columns ``prompt, observable, threshold, seed, p, ci_low, ci_high, status, error`` then ``rank``, the method's
     columns, ``wall_s``, ``warnings``, ``method, model, profile, side``. ``attrs``: ``computed``, ``reused``,
-    ``failed`` cell counts, ``workers`` (started at once; 0 when every cell was reused), ``wall_s``, ``out``. Also written to ``out/summary.csv`` and ``out/summary.parquet``.
+    ``failed`` cell counts, ``workers`` (started at once; 0 when every cell was reused), ``wall_s``, ``out``. Also
+    written to ``out/summary.csv`` and ``out/summary.parquet``.
     """
     t0 = time.perf_counter()
     observables = check_observables(observables)

@@ -121,7 +121,7 @@ def tps_method(lm, job, b: dict, run_dir, side: str = "upper") -> pd.DataFrame:
     if far.any():
         warnings.warn(f"no sample kept after burn-in and the Gelman–Rubin filter reached threshold(s) "
                       f"{thr[far].tolist()}: P̂ = 0 with the Wilson interval of {len(phi0)} direct samples",
-                      UnreachedThresholdWarning)
+                      UnreachedThresholdWarning, stacklevel=2)
         parts.append(_direct_rows(phi0, thr[far], side, prefix=True))
     table = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     return table.assign(tokens=tps_tokens(result, config.length) + len(phi0) * config.length)

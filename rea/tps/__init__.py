@@ -9,7 +9,14 @@
 
 from rea.tps.config import TPSConfig
 from rea.tps.mbar import (
-    MIN_CHAINS_T, ChainCountWarning, Prepared, analytic_mbar, effective_counts, prepare, tps_mbar, tps_samples,
+    MIN_CHAINS_T,
+    ChainCountWarning,
+    Prepared,
+    analytic_mbar,
+    effective_counts,
+    prepare,
+    tps_mbar,
+    tps_samples,
     tps_tokens,
 )
 from rea.tps.move import draw_move, expected_move_tokens, metropolis_accept, select_shooting_points
@@ -19,8 +26,8 @@ from rea.tps.store import CHECKPOINT, CHECKPOINT_FORMAT, load_tps, read_checkpoi
 
 __all__ = [
     # running TPS
-    "TPSConfig", "run_tps", "run_tps_many", "TPSResult", "load_tps", "read_checkpoint", "CHECKPOINT", "CHECKPOINT_FORMAT",
-    "RECORD_COLUMNS",
+    "TPSConfig", "run_tps", "run_tps_many", "TPSResult", "load_tps", "read_checkpoint", "CHECKPOINT",
+    "CHECKPOINT_FORMAT", "RECORD_COLUMNS",
     # the forward-shooting move
     "draw_move", "select_shooting_points", "metropolis_accept", "expected_move_tokens",
     # analysis (rea.tps.mbar)

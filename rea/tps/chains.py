@@ -42,7 +42,7 @@ class ChainRows:
     n_chains: int
 
     @classmethod
-    def of(cls, config: TPSConfig) -> "ChainRows":
+    def of(cls, config: TPSConfig) -> ChainRows:
         """Annealed: J rows per running direction, positive first. Replica exchange: per direction, per bias, the
         J ladders' replicas."""
         J, dirs = config.n_chains, config.directions

@@ -46,8 +46,17 @@ import numpy as np
 import pandas as pd
 
 from rea.arguments import as_1d_finite, check_edges, check_side
-from rea.stats import OverlapWarning, TiltedMBAR, bin_columns, bootstrap_over_chains, direct_density, direct_tail, \
-    drop_burn_in, gelman_rubin_from_moments, statistical_inefficiency_multiple
+from rea.stats import (
+    OverlapWarning,
+    TiltedMBAR,
+    bin_columns,
+    bootstrap_over_chains,
+    direct_density,
+    direct_tail,
+    drop_burn_in,
+    gelman_rubin_from_moments,
+    statistical_inefficiency_multiple,
+)
 
 __all__ = ["tps_samples", "tps_mbar", "tps_tokens", "Prepared", "prepare", "effective_counts", "analytic_mbar",
            "ChainCountWarning", "MIN_CHAINS_T"]
@@ -64,7 +73,7 @@ def tps_samples(records) -> pd.DataFrame:
     Raises ValueError for an empty table, missing columns, non-finite φ or λ, and bias segments whose chains have
     different lengths.
     """
-    if hasattr(records, "records") and isinstance(getattr(records, "records"), pd.DataFrame):
+    if hasattr(records, "records") and isinstance(records.records, pd.DataFrame):
         records = records.records
     if not isinstance(records, pd.DataFrame):
         raise ValueError(f"records must be a TPSResult or a DataFrame of TPS records, got {type(records).__name__}")

@@ -54,9 +54,16 @@ from rea.tps.move import draw_move, metropolis_accept
 from rea.tps.records import SNAPSHOT_COLUMNS, TPSResult, as_samples
 from rea.tps.shooting import BATCHING, make_shooter
 from rea.tps.store import (
-    ChainState, RunFiles, chains_of_checkpoint, check_resumable, clear_run_dir, drop_stale_parts, load_tps,
+    ChainState,
+    RunFiles,
+    chains_of_checkpoint,
+    check_resumable,
+    clear_run_dir,
+    drop_stale_parts,
+    load_tps,
     read_checkpoint,
 )
+
 
 class _Progress:
     """The tqdm bar over the run's moves; postfix: each direction's acceptance over its chains' recent moves."""
@@ -164,7 +171,8 @@ class _Run:
         accepted = metropolis_accept(lam, phi_old, phi_new, np.array([moves[i][1] for i in members]))
         new = [self._moved(i, tokens[j], logp[j], phi_new[j], accepted[j], kk, ss, lam[j], lm)
                for j, (i, kk, ss) in enumerate(zip(members, k, s))]
-        chunk = {"row": members, "t": t, "chain": self.rows.chain_ids[members], "direction": self.rows.directions[members],
+        chunk = {"row": members, "t": t, "chain": self.rows.chain_ids[members],
+                 "direction": self.rows.directions[members],
                  "bias_index": k, "lam": lam, "step": s, "cut": np.array([moves[i][0] for i in members]),
                  "phi": np.array([c.phi for c in new]), "phi_proposed": phi_new, "accepted": accepted,
                  "logp": np.array([c.logp.sum() for c in new])}
@@ -336,7 +344,8 @@ def run_tps_many(lm, configs, out_dirs, resume=False, progress: bool = True, max
     """Run (or resume) several independent TPS runs of one prompt at once, their chains as one batch per move.
 
     ``configs[i]`` runs into ``out_dirs[i]``; the other arguments are those of :func:`run_tps` and apply to every
-    run (``resume`` may also be one bool per run, ``initial`` is one Samples or None per run). All configs must share the prompt and the completion length.
+    run (``resume`` may also be one bool per run, ``initial`` is one Samples or None per run). All configs must share
+    the prompt and the completion length.
     Each chain draws from its own RNG and each run writes its own files, so each run gives what it gives alone (up
     to the float rounding of a larger batch of the model); what is shared is the decode: a step of the model serves
     the rows of every run, which on a CPU costs little more than serving one run's rows (SmolLM2, 2 cores: 68 ms

@@ -38,7 +38,11 @@ import time
 import warnings
 
 from rea.validate.checks import (
-    check_ari, check_deep_tail, check_importance_sampling, check_log_partition, check_tps_deep_tail,
+    check_ari,
+    check_deep_tail,
+    check_importance_sampling,
+    check_log_partition,
+    check_tps_deep_tail,
     check_tps_end_to_end,
 )
 from rea.validate.coverage import check_coverage, check_coverage_tps, check_is_coverage, is_coverage_runs

@@ -34,7 +34,8 @@ def check_tps_deep_tail(scale: float = 1.0, seed: int = 0, lambdas=TAIL_LAMBDAS,
     ok = bool(df.ci_low.iloc[0] <= p <= df.ci_high.iloc[0] < 1.0)
     return [Check(name, ok,
                   f"P(φ ≥ {a:g}): exact {p:.3g}, est {df.p.iloc[0]:.3g} [{df.ci_low.iloc[0]:.3g}, "
-                  f"{df.ci_high.iloc[0]:.3g}]; GR {', '.join(f'{k:g}:{v:.2f}' for k, v in df.attrs['gelman_rubin'].items())}"
+                  f"{df.ci_high.iloc[0]:.3g}]; "
+                  f"GR {', '.join(f'{k:g}:{v:.2f}' for k, v in df.attrs['gelman_rubin'].items())}"
                   f"; dropped λ {df.attrs['dropped']}")]
 
 

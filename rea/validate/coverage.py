@@ -15,7 +15,15 @@ from rea.stats import ISIntervalWarning, importance_estimate
 from rea.tps import MIN_CHAINS_T, prepare, tps_mbar
 from rea.validate.exact_records import exact_pipeline
 from rea.validate.toy import PROMPT, single_thread, tail_exact, token_count, toy_model
-from rea.validate.toy_tps import COV_CHAINS, COV_L, COV_LAMBDAS, COV_STEPS, COV_THRESHOLDS, COV_TOKENS, toy_coverage_runs
+from rea.validate.toy_tps import (
+    COV_CHAINS,
+    COV_L,
+    COV_LAMBDAS,
+    COV_STEPS,
+    COV_THRESHOLDS,
+    COV_TOKENS,
+    toy_coverage_runs,
+)
 from rea.validate.verdicts import Check, coverage_verdict
 
 
@@ -33,7 +41,7 @@ def check_coverage(scale: float = 1.0, seed: int = 3, repeats: int = 50) -> list
     p = tail_exact(exact.count_distribution(lm, PROMPT, L, "repeats"), thr)
     n_steps, n_direct = max(40, int(200 * scale)), max(300, int(2000 * scale))
     hit = {"bootstrap": [], "analytic": []}
-    for r in range(repeats):
+    for _ in range(repeats):
         rec, direct = exact_pipeline(lm, L, lams, 10, n_steps, n_direct, rng)
         b = tps_mbar(rec, direct, thr, n_boot=100, seed=int(rng.integers(2**31)))
         a = tps_mbar(rec, direct, thr, method="analytic")
@@ -221,7 +229,7 @@ def check_is_coverage(scale: float = 1.0, seed: int = 6, repeats: int = 100) -> 
     """
     df = is_coverage_runs(seed, repeats)
     out = []
-    for (bias, a), g in df.groupby(["bias", "threshold"], sort=False):
+    for (bias, _threshold), g in df.groupby(["bias", "threshold"], sort=False):
         cov, miss = float(g.covered.mean()), g[~g.covered]
         ok = bool(cov >= 0.90 or miss.warned.all())
         out.append(Check(

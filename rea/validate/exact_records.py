@@ -59,7 +59,8 @@ def records_from_exact(lm, prompt, length, lambdas, n_chains, n_steps, rng, obse
 
 def exact_pipeline(lm, L, lambdas, n_chains, n_steps, n_direct, rng) -> tuple[pd.DataFrame, np.ndarray]:
     """Exact stand-ins for a TPS run on the toy (Repeats, :data:`rea.validate.toy.PROMPT`): records of
-    :func:`records_from_exact` and then ``n_direct`` exact samples of p_M (λ = 0) -> (records, direct φ ``[n_direct]``)."""
+    :func:`records_from_exact` and then ``n_direct`` exact samples of p_M (λ = 0)
+    -> (records, direct φ ``[n_direct]``)."""
     rec = records_from_exact(lm, PROMPT, L, lambdas, n_chains, n_steps, rng)
     direct = exact_tilted_phi(lm, PROMPT, L, 0.0, n_direct, rng)
     return rec, direct
