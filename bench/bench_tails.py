@@ -1,6 +1,6 @@
 """Deep tails on the toy: relative RMSE, coverage and token efficiency of each estimator over independent repeats.
 
-    .venv/bin/python bench/bench_tails.py [--repeats 10] [--scale 1.0] [--methods annealed,replica,smc,direct]
+    .venv/bin/python bench/bench_tails.py [--repeats 10] [--scale 1.0] [--methods annealed,replica,smc,smc-ladder]
     .venv/bin/python bench/bench_tails.py --smollm      # only the SmolLM2 agreement check
     ... --json bench/results/tails_toy.json             # also write every printed result, with provenance
 
@@ -29,8 +29,11 @@ Methods: ``annealed`` (the paper's TPS: 16 chains, λ ∈ {−0.5, −1, −1.5,
 the bootstrap over chains), ``replica`` (replica-exchange TPS, 8 ladders over λ = 0, −0.25, …, −3, swaps every 5
 moves, the same number of moves as ``annealed``), ``smc`` (:func:`rea.smc.smc_tail`: 1000 particles × 10
 replicates per estimate at the λ whose exact tilted mean sits at the threshold; a budget of its own, 2e5 tokens, as
-its RMSE scales with it like the others'), ``direct`` (i.i.d. samples at the TPS budget, Wilson interval). All
-repeats of a TPS method run as one batch of the model (:func:`rea.tps.run_tps_many`).
+its RMSE scales with it like the others'), ``smc-ladder`` (:func:`rea.smc.smc_ladder_tail`: the SMC sampler across
+an ``"auto"`` bias ladder with forward-shooting moves, 1000·scale particles × 10 moves per bias × 10 replicates per
+estimate, |λ| ≤ 4, its pilot's tokens included; a budget of its own, as for ``smc``), ``direct`` (i.i.d. samples at
+the TPS budget, Wilson interval). All repeats of a TPS method run as one batch of the model
+(:func:`rea.tps.run_tps_many`).
 
 ``--smollm``: on the embedded SmolLM2 (quick-profile shape: L = 24, the paper's prompt), φ = Log-Prob, the lower tail
 P(φ ≤ a): replica-exchange TPS + MBAR (6 ladders over λ = 0.02 … 0.15, 120 moves per replica, 256 direct samples)
@@ -151,6 +154,23 @@ def smc_repeats(repeats: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, 
     return out
 
 
+def smc_ladder_repeats(repeats: int, scale: float) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, float]]:
+    """``repeats`` independent SMC-ladder estimates of both thresholds (each its own ``"auto"`` ladder toward the
+    deepest one) -> per repeat (p̂, 96 % interval ``[thresholds]``, tokens: particles and pilot)."""
+    from rea.smc import smc_ladder_tail
+
+    lm, out = toy_model(), []
+    with single_thread():
+        for r in range(repeats):
+            res = smc_ladder_tail(lm, PROMPT, L, "count", list(THRESHOLDS), n_particles=max(20, int(1000 * scale)),
+                                  n_moves=10, n_replicates=10, seed=300 + r, tokens=ADV_TOKENS, lambda_max=4.0,
+                                  confidence=0.96, batch_size=10**5, progress=False)
+            print(f"  smc-ladder repeat {r}: ladder {np.round(res.lambdas[1:], 2).tolist()}, bias per threshold "
+                  f"{res.lambdas[res.bias_index].round(2).tolist()}, p̂ {res.p.tolist()}, {res.tokens:.3g} tokens")
+            out.append((res.p, res.ci_low, res.ci_high, float(res.tokens)))
+    return out
+
+
 def _lambda_at_mean(lm, target: float) -> float:
     """The bias λ < 0 whose exact tilted mean of the adverb count is ``target`` (bisection)."""
     lo, hi = -10.0, 0.0
@@ -240,7 +260,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--scale", type=float, default=1.0, help="moves per bias = 6000 × scale (annealed)")
-    ap.add_argument("--methods", default="annealed,replica,smc,direct")
+    ap.add_argument("--methods", default="annealed,replica,smc,smc-ladder,direct")
     ap.add_argument("--smollm", action="store_true", help="only the SmolLM2 agreement check")
     ap.add_argument("--json", default=None, metavar="PATH", help="also write every result, with provenance, here")
     args = ap.parse_args(argv)
@@ -262,8 +282,10 @@ def main(argv=None) -> None:
             runs = direct_repeats(args.repeats, budget or 2e7)
         elif method == "smc":
             runs = smc_repeats(args.repeats)
+        elif method == "smc-ladder":
+            runs = smc_ladder_repeats(args.repeats, args.scale)
         else:
-            raise SystemExit(f"--methods: unknown method {method!r} (annealed, replica, smc, direct)")
+            raise SystemExit(f"--methods: unknown method {method!r} (annealed, replica, smc, smc-ladder, direct)")
         new = report(method, runs, p_exact, args.scale)
         wall = time.perf_counter() - t0
         rows += [dict(r, wall_s=wall) for r in new]

@@ -23,7 +23,7 @@ from rea.sampling import auto_batch_size, encode_prompt
 from rea.smc.estimate import INTERVALS, SMCResult
 from rea.smc.filter import Replicate, run_group
 from rea.smc.prefix import prefix_observable
-from rea.storage import atomic_path
+from rea.storage import atomic_path, provenance
 
 FORMAT = "rea.smc/1"
 
@@ -47,8 +47,10 @@ def _config(lm, prompt, length, obs, tokens, lam, n_particles, seed, ess_thresho
             "lam": float(lam), "n_particles": n_particles, "seed": seed, "ess_threshold": float(ess_threshold)}
 
 
-def _open_dir(out_dir, config: dict) -> Path | None:
-    """Create ``out_dir`` with ``config.json``, or check that an existing one holds the same config."""
+def open_run_dir(out_dir, config: dict, what: str = "an SMC run", kind: str | None = None) -> Path | None:
+    """Create ``out_dir`` with ``config.json`` (and, given ``kind``, ``provenance.json``: versions, machine, the
+    config), or check that an existing one holds the same config: a one-line ValueError naming the settings that
+    differ. ``None`` stays ``None`` (nothing written)."""
     if out_dir is None:
         return None
     path = Path(out_dir)
@@ -58,11 +60,14 @@ def _open_dir(out_dir, config: dict) -> Path | None:
         old = json.loads(cfg.read_text())
         if old != config:
             diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
-            raise ValueError(f"out_dir {str(path)!r} holds an SMC run with other settings ({', '.join(diff)}); "
+            raise ValueError(f"out_dir {str(path)!r} holds {what} with other settings ({', '.join(diff)}); "
                              f"use another out_dir or the same settings to resume")
-    else:
-        with atomic_path(cfg) as tmp:
-            Path(tmp).write_text(json.dumps(config, indent=1))
+        return path
+    if kind is not None:
+        with atomic_path(path / "provenance.json") as tmp:
+            Path(tmp).write_text(json.dumps(provenance(**config, kind=kind), indent=1))
+    with atomic_path(cfg) as tmp:
+        Path(tmp).write_text(json.dumps(config, indent=1))
     return path
 
 
@@ -107,7 +112,7 @@ def smc_tail(lm, prompt: str, length: int, observable, lam: float, thresholds, n
     thr = as_1d_finite("thresholds", thresholds)
     prompt_ids = encode_prompt(lm, prompt, length)
     obs = prefix_observable(observable, lm, prompt, tokens)
-    path = _open_dir(out_dir, _config(lm, prompt, length, obs, tokens, lam, n_particles, seed, ess_threshold))
+    path = open_run_dir(out_dir, _config(lm, prompt, length, obs, tokens, lam, n_particles, seed, ess_threshold))
     done = {r: rep for r in range(n_replicates)
             if path is not None and not keep_particles and (rep := load_replicate(path, r)) is not None}
     todo = [r for r in range(n_replicates) if r not in done]
