@@ -1,5 +1,5 @@
-"""The SMC sampler across a bias ladder (rea.smc.ladder*) and its forward-shooting kernel (rea.tps.kernel), against
-exact answers of the toy LM; the HF decoder path on a tiny random llama."""
+"""The SMC sampler across a bias ladder (rea.smc.ladder*) and its forward- and head-shooting kernel (rea.tps.kernel),
+against exact answers of the toy LM; the HF decoder path on a tiny random llama."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 
 from rea import exact
 from rea.lm import DEFAULT_PROMPT, load_model
-from rea.sampling import encode_prompt, score
+from rea.sampling import encode_prompt, regenerate, score
 from rea.smc import conditional_ess, next_lambda, prefix_observable, replicate_interval, smc_ladder_tail
 from rea.smc.ladder import MOVE_STREAM
-from rea.tps.kernel import draw_moves, shoot
+from rea.tps.kernel import draw_moves, head_log_alpha, head_moves, shoot
 from rea.validate.toy import ADV_TOKENS, single_thread
 
 
@@ -42,19 +42,34 @@ def ratio_z(log_x, log_truth):
 # --------------------------------------------------------------------------------------------- the kernel
 
 
-def test_kernel_leaves_the_tilted_law_invariant(toy):
-    """Exact draws of p_λ ∝ e^{−λφ} p_M (L = 3, φ = Log-Prob, λ = 0.8: enumerated) stay p_λ-distributed after 10
-    forward-shooting moves; the moves do change the completions, and their log-probs are the model's."""
-    length, lam, n = 3, 0.8, 4000
+def tilted_draws(toy, n, rng, length=3, lam=0.8):
+    """``n`` exact draws of p_λ ∝ e^{−λφ} p_M (φ = Log-Prob, L = 3: enumerated) -> (tokens ``[n, L]``, their
+    per-token log p_M ``[n, L]``, φ ``[n]``, the exact first-token marginal of p_λ ``[V]``)."""
     a, s0 = toy.transition_matrix, exact.prompt_state(toy, DEFAULT_PROMPT)
     seqs = np.array(list(itertools.product(range(a.shape[0]), repeat=length)))
     logp = np.log(a[s0, seqs[:, 0]]) + np.log(a[seqs[:, 0], seqs[:, 1]]) + np.log(a[seqs[:, 1], seqs[:, 2]])
     w = np.exp((1 - lam) * logp - np.max((1 - lam) * logp))
-    rng = np.random.default_rng(0)
-    tokens = seqs[rng.choice(len(seqs), size=n, p=w / w.sum())]
-    obs = prefix_observable("logprob")
+    w /= w.sum()
+    tokens = seqs[rng.choice(len(seqs), size=n, p=w)]
     lp = score(toy, DEFAULT_PROMPT, tokens)
-    shot = shoot(toy, encode_prompt(toy, DEFAULT_PROMPT, length), tokens, lp, obs(tokens, lp), lam,
+    return tokens, lp, prefix_observable("logprob")(tokens, lp), np.bincount(seqs[:, 0], w, minlength=a.shape[0])
+
+
+def first_token_chi2(tokens, marginal) -> float:
+    """Pearson's χ² of the first tokens' counts against n · ``marginal`` (V − 1 = 52 degrees of freedom on the toy:
+    mean 52, sd 10; P(χ² > 95) = 1e-4)."""
+    counts = np.bincount(tokens[:, 0], minlength=len(marginal))
+    return float(np.sum((counts - len(tokens) * marginal) ** 2 / (len(tokens) * marginal)))
+
+
+def test_kernel_leaves_the_tilted_law_invariant(toy):
+    """Exact draws of p_λ ∝ e^{−λφ} p_M (L = 3, φ = Log-Prob, λ = 0.8: enumerated) stay p_λ-distributed after 10
+    forward-shooting moves; the moves do change the completions, and their log-probs are the model's."""
+    length, lam, n = 3, 0.8, 4000
+    rng = np.random.default_rng(0)
+    tokens, lp, phi, _ = tilted_draws(toy, n, rng, length, lam)
+    obs = prefix_observable("logprob")
+    shot = shoot(toy, encode_prompt(toy, DEFAULT_PROMPT, length), tokens, lp, phi, lam,
                  draw_moves(rng, n, 10, length), obs)
     target = exact.exact_mean(toy, DEFAULT_PROMPT, length, "logprob", lam=lam)
     assert abs(shot.phi.mean() - target) < 4 * shot.phi.std() / np.sqrt(n)
@@ -62,6 +77,76 @@ def test_kernel_leaves_the_tilted_law_invariant(toy):
     assert 0.1 < shot.accepted.mean() / 10 < 0.9 and np.mean(np.any(shot.tokens != tokens, axis=1)) > 0.5
     np.testing.assert_allclose(score(toy, DEFAULT_PROMPT, shot.tokens), shot.logp, atol=1e-5)
     assert np.all(shot.generated >= 10) and np.all(shot.generated <= 10 * length)
+
+
+def _head_shot(toy, head_fraction, seed=0):
+    length, lam, n = 3, 0.8, 4000
+    rng = np.random.default_rng(seed)
+    tokens, lp, phi, marginal = tilted_draws(toy, n, rng, length, lam)
+    moves = draw_moves(rng, n, 10, length, head_fraction)
+    shot = shoot(toy, encode_prompt(toy, DEFAULT_PROMPT, length), tokens, lp, phi, lam, moves,
+                 prefix_observable("logprob"))
+    target = exact.exact_mean(toy, DEFAULT_PROMPT, length, "logprob", lam=lam)
+    return tokens, moves, shot, marginal, (shot.phi.mean() - target) / (shot.phi.std() / np.sqrt(n))
+
+
+@pytest.mark.parametrize("head_fraction", [1.0, 0.5])
+def test_head_moves_and_the_mixture_leave_the_tilted_law_invariant(toy, head_fraction):
+    """Exact p_λ draws (as above) stay p_λ-distributed after 10 head moves (or a 50/50 mixture with forward shooting):
+    mean φ within 4 SE of the exact tilted mean and the first-token law (what head moves redraw) within χ² < 95 of
+    the exact marginal; tokens generated = Σ c over head moves + Σ (L − c) over forward ones, scored = Σ (L − c)
+    over head moves."""
+    tokens, moves, shot, marginal, z = _head_shot(toy, head_fraction)
+    assert abs(z) < 4 and first_token_chi2(shot.tokens, marginal) < 95, (z, first_token_chi2(shot.tokens, marginal))
+    assert first_token_chi2(tokens, marginal) < 95
+    assert 0.1 < shot.accepted.mean() / 10 < 0.9 and np.mean(shot.tokens[:, 0] != tokens[:, 0]) > 0.5
+    np.testing.assert_allclose(score(toy, DEFAULT_PROMPT, shot.tokens), shot.logp, atol=1e-5)
+    length, head = tokens.shape[1], moves.head
+    assert head.mean() == pytest.approx(head_fraction, abs=0.02)
+    np.testing.assert_array_equal(shot.generated, np.sum(np.where(head, moves.cut + 1, length - moves.cut), axis=1))
+    np.testing.assert_array_equal(shot.scored, np.sum(np.where(head, length - moves.cut - 1, 0), axis=1))
+
+
+def test_head_moves_without_the_suffix_ratio_break_the_tilted_law(toy, monkeypatch):
+    """The check above can fail: accepting head moves with e^{−λΔφ} alone (the suffix's likelihood ratio
+    p_M(s | x'_{<c}) / p_M(s | x_{<c}) dropped) drives the first-token law and mean φ far from p_λ."""
+    from rea.tps import kernel
+
+    def no_ratio(logp, new_logp, cut, lam, phi, new_phi):
+        return np.minimum(0.0, -np.asarray(lam) * (np.asarray(new_phi) - np.asarray(phi)))
+
+    monkeypatch.setattr(kernel, "head_log_alpha", no_ratio)
+    _, _, shot, marginal, z = _head_shot(toy, 1.0)
+    assert abs(z) > 10 and first_token_chi2(shot.tokens, marginal) > 200, (z, first_token_chi2(shot.tokens, marginal))
+
+
+def test_head_acceptance_equals_the_formula_by_hand(toy):
+    """One head move of one completion (L = 3, cut c = 2): the proposal's head is the Gumbel-max draw of p_M with the
+    move's uniforms (as forward shooting from cut 0 draws it), the suffix x_2 is kept, and log α is
+    log a(x'_1, x_2) − log a(x_1, x_2) − λ(φ' − φ) with a the toy's transition matrix, φ = Log-Prob."""
+    length, lam = 3, 0.3
+    a, s0 = toy.transition_matrix, exact.prompt_state(toy, DEFAULT_PROMPT)
+    prompt_ids, obs = encode_prompt(toy, DEFAULT_PROMPT, length), prefix_observable("logprob")
+    x = np.array([[5, 7, 11]])
+    lp = score(toy, DEFAULT_PROMPT, x)
+    u = np.random.default_rng(1).random((1, length))
+    drawn, _, _ = regenerate(toy, prompt_ids, x, np.array([0]), u)
+    for accept in (0.0, 1.0 - 1e-12):
+        new, new_lp, new_phi, ok = head_moves(toy, prompt_ids, x, lp, obs(x, lp), lam, np.array([2]), u,
+                                              np.array([accept]), obs)
+        if ok[0]:
+            proposal, proposal_lp = new, new_lp
+    np.testing.assert_array_equal(proposal[0], [drawn[0, 0], drawn[0, 1], 11])
+    h0, h1 = proposal[0, :2]
+    by_hand = np.log([a[s0, h0], a[h0, h1], a[h1, 11]])
+    np.testing.assert_allclose(proposal_lp[0], by_hand, rtol=1e-5)
+    phi, phi_new = np.log([a[s0, 5], a[5, 7], a[7, 11]]).sum(), by_hand.sum()
+    log_alpha = min(0.0, np.log(a[h1, 11]) - np.log(a[7, 11]) - lam * (phi_new - phi))
+    got = head_log_alpha(lp, proposal_lp, np.array([2]), lam, np.array([phi]), np.array([phi_new]))
+    assert got[0] == pytest.approx(log_alpha, abs=1e-5) and log_alpha < -0.1  # a real rejection chance
+    new, _, _, ok = head_moves(toy, prompt_ids, x, lp, obs(x, lp), lam, np.array([2]), u,
+                               np.array([np.exp(log_alpha) + 1e-4]), obs)
+    assert not ok[0] and np.array_equal(new, x)
 
 
 # --------------------------------------------------------------------------------------------- exactness
@@ -155,8 +240,8 @@ def test_interval_covers_a_tail_of_2e_3(coverage_runs):
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="forward shooting cannot refresh the early tokens at strong bias, so N = 150 "
                    "particles rarely hold the all-adverb prefixes that carry P(φ = 6) = 1.6e-7: measured, 65 of 100 "
-                   "repeats have no particle in the tail and the intervals of the other 35 cover it 4 times "
-                   "(rea.smc.ladder, Limits)")
+                   "repeats have no particle in the tail and the intervals of the other 35 cover it 4 times; with "
+                   "head_fraction=0.5 (head moves propose from p_M too) 30 and 4 (rea.smc.ladder, Limits)")
 def test_interval_covers_a_tail_of_2e_7(coverage_runs):
     truth, finite, coverage = coverage_runs
     assert truth[1] < 1e-6 and finite[1] >= 0.9 and coverage[1] >= 0.9, (finite, coverage)
@@ -260,6 +345,46 @@ def test_tiny_llama_through_the_hf_decoder(tiny_llama):
     for a, b in zip(res.histories, lockstep.histories):
         np.testing.assert_array_equal(a["phi"], b["phi"])
         np.testing.assert_allclose(a["log_norm"], b["log_norm"], rtol=1e-9)
+
+
+def test_head_moves_through_the_hf_decoder(tiny_llama):
+    """Head moves on a random llama: tokens = N·L plus, per move drawn, c + 1 for a head move (cut + 1 drawn
+    tokens) and L − c for a forward one; scored = Σ L − c − 1 over head moves; continuous and lockstep batching give
+    the same particles; the particles' log-probs are the model's."""
+    length, n, m, lams, seed, hf = 6, 8, 4, [-0.5, -1.0], 3, 0.5
+    kw = dict(lambdas=lams, n_particles=n, n_moves=m, n_replicates=2, seed=seed, progress=False, head_fraction=hf)
+    res = smc_ladder_tail(tiny_llama, "Once upon", length, "repeats", [1.0, 2.0], **kw)
+    expected, scored = 2 * n * length, 0
+    for r in range(2):
+        for k in range(1, len(lams) + 1):
+            mv = draw_moves(np.random.default_rng([seed, MOVE_STREAM, 1, r, k]), n, m, length, hf)
+            expected += int(np.sum(np.where(mv.head, mv.cut + 1, length - mv.cut)))
+            scored += int(np.sum(np.where(mv.head, length - mv.cut - 1, 0)))
+    assert res.tokens == expected and res.tokens_scored == scored > 0
+    assert sum(int(np.sum(h["accepted"][1:])) for h in res.histories) > 0
+    lockstep = smc_ladder_tail(tiny_llama, "Once upon", length, "repeats", [1.0, 2.0], batching="lockstep", **kw)
+    for a, b in zip(res.histories, lockstep.histories):
+        np.testing.assert_array_equal(a["phi"], b["phi"])
+
+
+def test_head_fraction_is_recorded_and_zero_keeps_old_runs(toy, tmp_path):
+    """head_fraction > 0 is in config.json and the provenance (a rerun with another value is refused); 0 leaves the
+    key out, so a run directory written before head moves existed resumes; 0 draws the old moves (same particles
+    as the default)."""
+    kw = dict(lambdas=[-0.5, -1.0], n_particles=20, n_moves=2, n_replicates=2, tokens=ADV_TOKENS, seed=9,
+              progress=False)
+    head = smc_ladder_tail(toy, DEFAULT_PROMPT, 6, "count", [3.0], out_dir=tmp_path / "h", head_fraction=0.25, **kw)
+    assert json.loads((tmp_path / "h" / "config.json").read_text())["head_fraction"] == 0.25
+    assert head.provenance["params"]["head_fraction"] == 0.25 and head.tokens_scored > 0
+    with pytest.raises(ValueError, match=r"other settings \(head_fraction\)"):
+        smc_ladder_tail(toy, DEFAULT_PROMPT, 6, "count", [3.0], out_dir=tmp_path / "h", head_fraction=0.5, **kw)
+    plain = smc_ladder_tail(toy, DEFAULT_PROMPT, 6, "count", [3.0], out_dir=tmp_path / "p", **kw)
+    assert "head_fraction" not in json.loads((tmp_path / "p" / "config.json").read_text())
+    zero = smc_ladder_tail(toy, DEFAULT_PROMPT, 6, "count", [3.0], out_dir=tmp_path / "p", head_fraction=0.0, **kw)
+    np.testing.assert_array_equal(plain.log_z_reps, zero.log_z_reps)
+    assert plain.tokens_scored == 0 and not np.array_equal(plain.histories[0]["phi"], head.histories[0]["phi"])
+    with pytest.raises(ValueError, match="head_fraction"):
+        smc_ladder_tail(toy, DEFAULT_PROMPT, 6, "count", [3.0], head_fraction=1.5, **kw)
 
 
 def test_replicate_interval_is_reused(toy):

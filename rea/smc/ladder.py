@@ -11,8 +11,11 @@ N particles start as direct samples of p_M with log-weights log w = 0 and log �
 1. reweight: log w^i += −(λ_k − λ_{k−1}) φ(x^i)  (:func:`incremental_log_weights`);
 2. resample (systematic, :func:`rea.smc.filter.systematic_resample`) when ESS = (Σw)²/Σw² < τN: log_norm +=
    log mean_i w^i, the ancestors are drawn ∝ w, and w := 1 (Ẑ is unchanged);
-3. move: m forward-shooting moves of every particle at λ_k (:func:`rea.tps.kernel.shoot`; acceptance
-   min(1, e^{−λ_k Δφ}), p_{λ_k}-invariant). The weights do not change.
+3. move: m moves of every particle at λ_k (:func:`rea.tps.kernel.shoot`), each a forward-shooting move
+   (acceptance min(1, e^{−λ_k Δφ})) or, with probability ``head_fraction`` drawn independently of the state, a head
+   move (:func:`rea.tps.kernel.head_moves`: new head x'_{<c} from p_M, old suffix s kept, acceptance
+   min(1, p_M(s | x'_{<c}) / p_M(s | x_{<c}) · e^{−λ_k Δφ})); both, and so their mixture, are p_{λ_k}-invariant.
+   The weights do not change.
 
 Then at every k, with W^i = w^i / Σ_j w^j the normalised weights of the moved particles,
 
@@ -39,7 +42,14 @@ and −24 SE at λ = −1.75, −2, −2.5, −3 (log Ẑ(−3) = 11.9 against 1
 to −2, −15 SE at −3. L = 6, N = 150, m = 3, λ = −1 … −5, 100 repeats of 5 replicates: Cox's interval covers
 P(φ ≥ 3) = 1.7e-3 in 96 % of them, but P(φ = 6) = 1.6e-7 gets an estimate in 35 and is covered in 4. More
 particles push the limit out only as fast as the population holds the needed prefixes; moves that refresh early
-tokens (infilling, or SMC on prefixes, :mod:`rea.smc.filter`) are what fix it.
+tokens are what fix it. Head moves (``head_fraction`` > 0, :func:`rea.tps.kernel.head_moves`) refresh the start
+but do not fix it: they too propose from p_M, so at strong bias only short heads are accepted (L = 10, λ = −3:
+weighted acceptance 0.27–0.30 for cuts c ≤ 2, 0.01–0.08 for c ≥ 4) and the middle of a completion stays frozen.
+Measured (same settings, half the moves head moves, equal tokens generated), at λ = −3:
+L = 10, m = 5: −8.9 SE instead of −15.9 (frozen 0.83 against 0.85), but m = 20: −5.4 against −1.8 SE; L = 20,
+m = 10: −18.9 against −24.1 SE (log Ẑ(−3) = 12.3 against 11.9, exact 14.6; frozen 0.87 against 0.88); L = 6,
+N = 150: P(φ = 6) gets an estimate in 30 of 100 repeats, covered in 4 (baseline 35, 4). Moves that propose
+adverb-rich heads or middles (a tilted proposal, infilling) or SMC on prefixes (:mod:`rea.smc.filter`) remain.
 
 Randomness: replicate r's initial completions are ``sample`` draws of the seed :func:`stream_seed` (seed, r); its
 resampling uniform at bias k comes from ``default_rng([seed, RESAMPLE_STREAM, *key, k])`` and its moves' random
@@ -65,7 +75,7 @@ INIT_STREAM, RESAMPLE_STREAM, MOVE_STREAM = 0x5EC2, 0x5EC3, 0x5EC4
 PILOT_KEY = (0, 0)
 """The random-stream key of the adaptive ladder's pilot; replicate r has key (1, r)."""
 HISTORY = ("lam", "log_norm", "log_w", "phi", "ess", "resampled", "accepted", "generated", "n_unique", "n_ancestors",
-           "frozen", "annealed_phi", "annealed_accepted", "annealed_generated")
+           "frozen", "annealed_phi", "annealed_accepted", "annealed_generated", "scored")
 """What a replicate records at each bias k (see :class:`LadderReplicate`)."""
 
 
@@ -157,9 +167,11 @@ class LadderReplicate:
     ``history[name]`` holds one entry per bias reached (k = 0 is λ_0 = 0, the direct samples), for ``name`` in
     :data:`HISTORY`: λ_k; log_norm and log_w ``[N]`` and φ ``[N]`` of the moved particles (so log Ẑ(λ_k) =
     log_norm + log mean w); the ESS fraction after the reweighting; whether it resampled; accepted moves and tokens
-    generated (Σ L − c, rejected proposals included; at k = 0, N·L for the direct samples); distinct completions
-    among the particles; distinct λ_0 ancestors; ``frozen``, the mean share of positions that no accepted move at
-    λ_k changed (min accepted cut / L); the annealed chains' φ ``[J]``, accepted moves and tokens. ``frozen`` says
+    generated (forward moves Σ L − c, head moves Σ c, rejected proposals included; at k = 0, N·L for the direct
+    samples); distinct completions among the particles; distinct λ_0 ancestors; ``frozen``, the mean share of
+    positions that no accepted move at λ_k changed (:attr:`rea.tps.kernel.Shot.frozen`); the annealed chains' φ
+    ``[J]``, accepted moves and tokens; ``scored``, the suffix tokens the particles' head moves teacher-forced
+    (Σ L − c; not in ``generated``). ``frozen`` says
     what the weights rest on: positions the moves at λ_k leave alone were drawn at weaker biases, and the particles
     are only an importance sample of them, however large the ESS.
     """
@@ -208,13 +220,13 @@ class LadderReplicate:
         self.ancestor = self.ancestor[anc]
         self.log_w = np.zeros(self.n_particles)
 
-    def record(self, lam, ess, resampled, accepted, generated, frozen, a_accepted, a_generated) -> None:
+    def record(self, lam, ess, resampled, accepted, generated, frozen, a_accepted, a_generated, scored=0) -> None:
         """Append bias k's entry to the history (the current state after its moves)."""
         entry = dict(lam=float(lam), log_norm=float(self.log_norm), log_w=self.log_w.copy(), phi=self.phi.copy(),
                      ess=float(ess), resampled=bool(resampled), accepted=int(accepted), generated=int(generated),
                      n_unique=len(np.unique(self.tokens, axis=0)), n_ancestors=len(np.unique(self.ancestor)),
                      frozen=float(frozen), annealed_phi=self.a_phi.copy(),
-                     annealed_accepted=int(a_accepted), annealed_generated=int(a_generated))
+                     annealed_accepted=int(a_accepted), annealed_generated=int(a_generated), scored=int(scored))
         for name in HISTORY:
             self.history[name].append(entry[name])
 
@@ -244,10 +256,11 @@ def start_replicates(lm, prompt: str, observable, keys, n_particles: int, n_anne
 
 
 def advance(lm, prompt_ids, observable, reps: list[LadderReplicate], lam: float, n_moves: int, tau: float,
-            seed: int, batching: str = "auto", on_moves=None) -> None:
+            seed: int, batching: str = "auto", on_moves=None, head_fraction: float = 0.0) -> None:
     """Take the replicates ``reps`` (all at the same last bias) to bias ``lam``: reweight, resample where
-    ESS < τN, then ``n_moves`` forward-shooting moves of every particle and annealed chain at ``lam``, all replicates
-    as one batch of the decoder; record the bias (see the module docstring)."""
+    ESS < τN, then ``n_moves`` moves of every particle and annealed chain at ``lam`` (head moves with probability
+    ``head_fraction``, forward shooting otherwise), all replicates as one batch of the decoder; record the bias (see
+    the module docstring)."""
     if len({rep.n_biases for rep in reps}) != 1:
         raise ValueError("advance: the replicates must stand at the same bias")
     k, length = reps[0].n_biases, reps[0].tokens.shape[1]
@@ -258,7 +271,8 @@ def advance(lm, prompt_ids, observable, reps: list[LadderReplicate], lam: float,
         if resampled[-1]:
             rep.resample(float(np.random.default_rng([int(seed), RESAMPLE_STREAM, *rep.key, k]).random()))
         rng = np.random.default_rng([int(seed), MOVE_STREAM, *rep.key, k])
-        parts += [draw_moves(rng, rep.n_particles, n_moves, length), draw_moves(rng, rep.n_annealed, n_moves, length)]
+        parts += [draw_moves(rng, rep.n_particles, n_moves, length, head_fraction),
+                  draw_moves(rng, rep.n_annealed, n_moves, length, head_fraction)]
     order = [(rep, annealed) for rep in reps for annealed in (False, True)]
     states = [(rep.a_tokens, rep.a_logp, rep.a_phi) if annealed else (rep.tokens, rep.logp, rep.phi)
               for rep, annealed in order]
@@ -273,8 +287,8 @@ def advance(lm, prompt_ids, observable, reps: list[LadderReplicate], lam: float,
         else:
             rep.tokens, rep.logp, rep.phi = new
         stats.append((int(shot.accepted[lo:hi].sum()), int(shot.generated[lo:hi].sum()),
-                      float(np.mean(shot.min_cut[lo:hi]) / length) if hi > lo else 0.0))
+                      float(np.mean(shot.frozen[lo:hi])) if hi > lo else 0.0, int(shot.scored[lo:hi].sum())))
         lo = hi
     for j, rep in enumerate(reps):
-        (acc, gen, frozen), (a_acc, a_gen, _) = stats[2 * j], stats[2 * j + 1]
-        rep.record(lam, ess[j], resampled[j], acc, gen, frozen, a_acc, a_gen)
+        (acc, gen, frozen, scored), (a_acc, a_gen, _, _) = stats[2 * j], stats[2 * j + 1]
+        rep.record(lam, ess[j], resampled[j], acc, gen, frozen, a_acc, a_gen, scored)

@@ -63,7 +63,7 @@ def _number(name: str, value, low: float, high: float, closed_low: bool, closed_
 
 
 def _settings(lambdas, n_particles, n_moves, n_replicates, seed, tau, ess_target, target_fraction, lambda_max,
-              max_biases, n_annealed, interval, batching) -> dict:
+              max_biases, n_annealed, interval, batching, head_fraction=0.0) -> dict:
     """Check the run's settings (one-line ValueErrors naming the parameter) -> the checked values."""
     out = dict(n_particles=check_positive_int("n_particles", n_particles, minimum=2),
                n_moves=check_positive_int("n_moves", n_moves, minimum=0),
@@ -74,7 +74,8 @@ def _settings(lambdas, n_particles, n_moves, n_replicates, seed, tau, ess_target
                target_fraction=_number("target_fraction", target_fraction, 0, 1, False, True),
                lambda_max=_number("lambda_max", lambda_max, 0, np.inf, False, False),
                max_biases=check_positive_int("max_biases", max_biases),
-               n_annealed=check_positive_int("n_annealed", n_annealed, minimum=0))
+               n_annealed=check_positive_int("n_annealed", n_annealed, minimum=0),
+               head_fraction=_number("head_fraction", head_fraction, 0, 1, True, True))
     out["lambdas"] = "auto" if isinstance(lambdas, str) and lambdas == "auto" else list(check_ladder(lambdas))
     if interval not in INTERVALS:
         raise ValueError(f"interval must be one of {INTERVALS}, got {interval!r}")
@@ -101,7 +102,8 @@ def load_ladder_replicate(path: Path, r: int) -> LadderReplicate | None:
     if path is None or not _file(path, r).exists():
         return None
     with np.load(_file(path, r)) as z:
-        history = {name: list(z[f"h_{name}"]) for name in HISTORY}
+        n_biases = len(z["h_lam"])  # a history saved before "scored" existed: no head moves, none scored
+        history = {name: list(z[f"h_{name}"]) if f"h_{name}" in z else [0] * n_biases for name in HISTORY}
         return LadderReplicate(tuple(int(v) for v in z["key"]), z["tokens"], z["logp"], z["phi"], z["log_w"],
                                float(z["log_norm"]), z["a_tokens"], z["a_logp"], z["a_phi"], z["ancestor"], history)
 
@@ -129,7 +131,8 @@ def auto_ladder(lm, prompt, prompt_ids, obs, length, target, side, s: dict, batc
                and _reached(pilot, target, side) < s["target_fraction"]):
             lam = next_lambda(pilot.log_w, pilot.phi, pilot.lam, sign, s["ess_target"], limit)
             cess.append(conditional_ess(pilot.log_w, pilot.phi, lam - pilot.lam))
-            advance(lm, prompt_ids, obs, [pilot], lam, s["n_moves"], s["tau"], s["seed"], batching)
+            advance(lm, prompt_ids, obs, [pilot], lam, s["n_moves"], s["tau"], s["seed"], batching,
+                    head_fraction=s["head_fraction"])
             bar.update(1)
             bar.set_postfix(lam=f"{lam:.3g}", refresh=False)
     return {"lambdas": [float(x) for x in pilot.history["lam"][1:]],
@@ -179,7 +182,7 @@ def _run_groups(lm, prompt, prompt_ids, obs, length, lams, path, s, batch_size, 
                 k = min(reps[r].n_biases for r in live)
                 step = [r for r in live if reps[r].n_biases == k]
                 advance(lm, prompt_ids, obs, [reps[r] for r in step], lams[k - 1], s["n_moves"], s["tau"], s["seed"],
-                        batching, on_moves=bar.update)
+                        batching, on_moves=bar.update, head_fraction=s["head_fraction"])
                 for r in step if path is not None else ():
                     save_ladder_replicate(path, r, reps[r])
     done = all(reps[r].n_biases == len(lams) + 1 for r in range(n))
@@ -191,7 +194,7 @@ def smc_ladder_tail(lm, prompt: str, length: int, observable, thresholds, lambda
                     ess_target: float = 0.5, target_fraction: float = 0.5, lambda_max: float = 20.0,
                     max_biases: int = 50, n_annealed: int = 0, tokens=None, confidence: float = 0.95,
                     interval: str = "cox", batch_size: int | None = None, out_dir=None, max_steps: int | None = None,
-                    progress: bool = True, batching: str = "auto") -> LadderResult:
+                    progress: bool = True, batching: str = "auto", head_fraction: float = 0.0) -> LadderResult:
     """Tail probabilities P(φ ≥ a) (``side="upper"``; ``"lower"``: P(φ ≤ a)) at ``thresholds`` ``[S]`` and
     Z(λ_k) = E_{p_M}[e^{−λ_k φ}] along a bias ladder, by ``n_replicates`` independent runs of the SMC sampler of
     :mod:`rea.smc.ladder` (N = ``n_particles`` particles, m = ``n_moves`` forward-shooting moves per particle and bias).
@@ -203,11 +206,13 @@ def smc_ladder_tail(lm, prompt: str, length: int, observable, thresholds, lambda
     stuck-chain diagnostic (their tokens are counted apart). ``batch_size``: rows per decode (whole replicates of N + J
     rows). ``out_dir``: resumable run directory; ``max_steps``: advance each replicate by at most this many biases in
     this call (the result then has ``complete=False``). ``batching``: how the moves share the decoder
-    (:data:`rea.tps.shooting.BATCHING`). Returns :class:`rea.smc.ladder_estimate.LadderResult` (``.p``, ``.ci_low``,
+    (:data:`rea.tps.shooting.BATCHING`). ``head_fraction``: the probability in [0, 1] that a move is a head move
+    (:func:`rea.tps.kernel.head_moves`) rather than forward shooting; recorded in the config only when > 0 (a run
+    directory without it ran 0). Returns :class:`rea.smc.ladder_estimate.LadderResult` (``.p``, ``.ci_low``,
     ``.ci_high`` ``[S]``, ``.log_z`` ``[K+1]``, ``.tokens``, ``.per_bias()``).
     """
     s = _settings(lambdas, n_particles, n_moves, n_replicates, seed, tau, ess_target, target_fraction, lambda_max,
-                  max_biases, n_annealed, interval, batching)
+                  max_biases, n_annealed, interval, batching, head_fraction)
     confidence, side = check_confidence(confidence), check_side(side)
     thr = as_1d_finite("thresholds", thresholds)
     if max_steps is not None:
@@ -216,7 +221,7 @@ def smc_ladder_tail(lm, prompt: str, length: int, observable, thresholds, lambda
     obs = prefix_observable(observable, lm, prompt, tokens)
     config = {"format": FORMAT, "model": getattr(lm, "name", type(lm).__name__), "prompt": prompt, "length": length,
               "observable": obs.name, "tokens": None if tokens is None else [str(t) for t in np.atleast_1d(tokens)],
-              "side": side, **{k: v for k, v in s.items() if k != "n_replicates"}}
+              "side": side, **{k: v for k, v in s.items() if k != "n_replicates" and (k != "head_fraction" or v)}}
     if s["lambdas"] == "auto":
         config["target"] = _deepest(thr, side)
     else:
