@@ -39,7 +39,7 @@ from rea.observables import evaluate
 from rea.sampling import sample
 from rea.stats import MBARConvergenceError, TiltedMBAR
 from rea.tps.config import TPSConfig
-from rea.tps.mbar import tps_tokens
+from rea.tps.records import tps_tokens
 
 LADDER_FILE = "ladder.json"
 """Where a run with ``"auto"`` biases keeps its chosen ladder, so that a resumed run does not redo the pilots."""

@@ -14,7 +14,8 @@ Pipeline (:func:`tps_mbar`)
 1. Burn-in: drop the first ⌊0.1·N⌋ steps of every bias segment of N steps (:func:`rea.stats.diagnostics.n_burn_in`, the
    package's one rule, applied by :func:`rea.stats.diagnostics.drop_burn_in`).
 2. Convergence filter: Gelman–Rubin per bias over the chains (:func:`rea.stats.diagnostics.gelman_rubin`); biases with
-   GR ≥ 1.1 (or undefined GR) are dropped.
+   GR ≥ 1.1 (or undefined GR) are dropped -- or ``keep=`` names the biases (:mod:`rea.tps.selection`: those
+   :func:`rea.tps.equilibrium_check` finds equilibrated against SMC, METHODS §11, or a list).
 3. MBAR (:class:`rea.stats.mbar.TiltedMBAR`) over direct samples (λ = 0) and the surviving segments, with identical
    (λ, φ) samples merged into counts (exact; fast for discrete φ such as Repeats or ARI).
 4. Errors, ``method="bootstrap"`` [REA App. C]: 100 replicas of :func:`rea.stats.bootstrap.bootstrap_over_chains`, each
@@ -57,8 +58,9 @@ from rea.stats import (
     gelman_rubin_from_moments,
     statistical_inefficiency_multiple,
 )
+from rea.tps.selection import kept_biases
 
-__all__ = ["tps_samples", "tps_mbar", "tps_tokens", "Prepared", "prepare", "effective_counts", "analytic_mbar",
+__all__ = ["tps_samples", "tps_mbar", "Prepared", "prepare", "effective_counts", "analytic_mbar",
            "ChainCountWarning", "MIN_CHAINS_T"]
 
 
@@ -107,20 +109,6 @@ def tps_samples(records) -> pd.DataFrame:
                 f"({dict(s.droplevel(0).items())}); pass complete bias segments (equal length per chain)"
             )
     return out
-
-
-def tps_tokens(records, length: int, n_initial: int | None = None) -> int:
-    """Tokens a TPS run generated: Σ over moves of (L − cut) (the regenerated suffix) plus L per initial sample.
-
-    ``n_initial`` defaults to the number of rows of the batch (each starts from one direct sample of L tokens): the
-    records of move t = 0 (one per chain annealed, one per replica with replica exchange).
-    """
-    if hasattr(records, "records"):
-        records = records.records
-    cut = records["cut"].to_numpy(dtype=np.int64)
-    if n_initial is None:
-        n_initial = int((records["t"] == 0).sum()) if "t" in records else records["chain"].nunique()
-    return int(np.sum(length - cut) + n_initial * length)
 
 
 # --------------------------------------------------------------------------------------------- preparation
@@ -181,10 +169,10 @@ class Prepared:
                                                  [self.segments[i]["var"] for i in idx], L)
         return out
 
-    def pool(self, seg_index: np.ndarray, direct_counts: np.ndarray, gr_threshold: float):
-        """(phi, lam, counts, kept λ, GR dict) of the segments passing GR plus the direct samples."""
+    def pool(self, seg_index: np.ndarray, direct_counts: np.ndarray, gr_threshold: float, keep=None):
+        """(phi, lam, counts, kept λ, GR dict) of the segments passing GR (or in the set ``keep``) + direct samples."""
         gr = self.gelman_rubin(seg_index)
-        passed = {lam for lam, g in gr.items() if g < gr_threshold}
+        passed = {lam for lam, g in gr.items() if (g < gr_threshold if keep is None else lam in keep)}
         use = [i for i in seg_index if self.segments[i]["lam"] in passed]
         phi = [self.direct_values] + [self.segments[i]["values"] for i in use]
         lam = [np.zeros(self.direct_values.size)] + [np.full(self.segments[i]["values"].size, self.segments[i]["lam"])
@@ -253,7 +241,7 @@ _DIRECT_COLUMNS = ("direct_k", "direct_n", "direct_p", "direct_ci_low", "direct_
 
 def tps_mbar(records, direct_phi=None, thresholds=None, bin_edges=None, *, side: str = "upper",
              method: str = "bootstrap", n_boot: int = 100, interval: str = "t", burn_in: float = 0.1,
-             gr_threshold: float = 1.1, confidence: float = 0.96, seed=0) -> pd.DataFrame:
+             gr_threshold: float = 1.1, confidence: float = 0.96, seed=0, keep="gelman_rubin") -> pd.DataFrame:
     r"""MBAR estimates of tail probabilities or bin probabilities/densities from TPS records and direct samples.
 
     Parameters
@@ -267,6 +255,8 @@ def tps_mbar(records, direct_phi=None, thresholds=None, bin_edges=None, *, side:
     interval : bootstrap interval, ``"t"`` (Student t on ln P with the bootstrap standard error; default) or
         ``"percentile"`` (the paper's order statistics); see :func:`rea.stats.bootstrap.bootstrap_over_chains`
     burn_in : fraction of each bias segment dropped (0.1); gr_threshold : biases with GR ≥ this are dropped (1.1)
+    keep : ``"gelman_rubin"`` (default; per bootstrap replica), an equilibrium table (its ``equilibrated`` biases,
+        :func:`rea.tps.equilibrium_check`) or a list of λ: the biases MBAR uses (:func:`rea.tps.selection.kept_biases`)
     confidence : CI level (0.96); seed : bootstrap RNG seed
 
     Returns
@@ -276,25 +266,27 @@ def tps_mbar(records, direct_phi=None, thresholds=None, bin_edges=None, *, side:
     (MBAR; rel_ci_half = (ci_high − ci_low)/(2p)), ``n`` (pooled samples in the event); for bins also
     ``density, density_low, density_high``; ``direct_k, direct_n, direct_p, direct_ci_low, direct_ci_high,
     direct_rel_ci_half`` (Wilson; NaN columns without direct samples); ``method``. ``df.attrs`` holds ``lambdas``
-    (biases used), ``gelman_rubin`` (λ -> GR on all chains), ``dropped`` (λ failing GR), ``min_overlap``
+    (biases used), ``gelman_rubin`` (λ -> GR on all chains), ``dropped`` (λ not used), ``keep``, ``min_overlap``
     (smallest neighbour overlap), ``n_valid`` (finite replicas; bootstrap), ``n_samples`` (pooled samples),
     ``statistical_inefficiency`` (λ -> g_k; analytic) and ``n_effective`` (Σ_k N_k/g_k; analytic).
     """
     kind, thr, edges, side = _checked_options(thresholds, bin_edges, method, interval, side, burn_in)
     prep = prepare(records, direct_phi, burn_in)
-    phi, lam, cnt, passed, gr_all = _filtered_pool(prep, thr, side, gr_threshold)
+    keep = kept_biases(keep, prep.lambdas)
+    phi, lam, cnt, passed, gr_all = _filtered_pool(prep, thr, side, gr_threshold, keep)
     events = _events(kind, thr, edges, side)
     mb = _quiet_mbar(phi, lam, cnt, confidence)
     _warn_poor_overlap(mb)
     if method == "analytic":
         est = _analytic_estimate(prep, passed, mb, thr, edges, side, events, confidence)
     else:
-        est = _bootstrap_estimate(prep, mb, events, gr_threshold, confidence, seed, n_boot, interval)
+        est = _bootstrap_estimate(prep, mb, events, gr_threshold, confidence, seed, n_boot, interval, keep)
     df = _estimate_table(thr, edges, est, prep, confidence, side)
     df["method"] = method
     df.attrs.update({
         "lambdas": [float(x) for x in mb.lambdas], "gelman_rubin": {float(k): float(v) for k, v in gr_all.items()},
-        "dropped": [float(k) for k, v in gr_all.items() if not v < gr_threshold],
+        "dropped": [float(k) for k, v in gr_all.items() if not (v < gr_threshold if keep is None else k in keep)],
+        "keep": "gelman_rubin" if keep is None else sorted(float(k) for k in keep),
         "min_overlap": mb.min_neighbour_overlap(), "n_valid": est["n_valid"], "n_samples": int(mb.total_count),
         "side": side, "statistical_inefficiency": est["statistical_inefficiency"], "n_effective": est["n_effective"],
         "interval": interval if method == "bootstrap" else "asymptotic",
@@ -321,14 +313,14 @@ def _checked_options(thresholds, bin_edges, method, interval, side, burn_in):
     return kind, thr, edges, side
 
 
-def _filtered_pool(prep: Prepared, thr, side, gr_threshold):
-    """Every segment whose bias passes Gelman–Rubin, plus the direct samples: (phi, lam, counts, passed λ, GR per λ)
-    as :meth:`Prepared.pool`. ValueError when λ = 0 is lost or a threshold lies beyond every kept sample."""
-    phi, lam, cnt, passed, gr_all = prep.pool(np.arange(len(prep.segments)), prep.direct_counts, gr_threshold)
+def _filtered_pool(prep: Prepared, thr, side, gr_threshold, keep=None):
+    """Every segment whose bias passes GR (or is in ``keep``), plus the direct samples: (phi, lam, counts, passed λ,
+    GR per λ) as :meth:`Prepared.pool`. ValueError when λ = 0 is lost or a threshold lies beyond every kept sample."""
+    phi, lam, cnt, passed, gr_all = prep.pool(np.arange(len(prep.segments)), prep.direct_counts, gr_threshold, keep)
     if not np.any(lam == 0.0):
         raise ValueError(
-            "direct_phi: the λ = 0 bias failed the Gelman–Rubin filter and there are no direct samples; pass direct "
-            "samples of p_M"
+            f"direct_phi: the λ = 0 bias {'failed the Gelman–Rubin filter' if keep is None else 'is not kept'} and "
+            f"there are no direct samples; pass direct samples of p_M"
         )
     # the asked thresholds must be reached by the samples that survive burn-in and GR
     if thr is not None:
@@ -361,7 +353,7 @@ def _analytic_estimate(prep: Prepared, passed, mb: TiltedMBAR, thr, edges, side,
             "n_effective": mb_a.total_count}
 
 
-def _replica_log_p(prep: Prepared, events, gr_threshold, confidence, rng):
+def _replica_log_p(prep: Prepared, events, gr_threshold, confidence, rng, keep=None):
     """``fn(units)`` for :func:`rea.stats.bootstrap_over_chains`: ln P̂ ``[S]`` of the events (ln 0 -> ``_FLOOR``)
     from the segments of the bootstrap ``units`` (repeats = distinct chains) after the GR filter and, from the
     second call on, direct counts drawn multinomially (the first call, on all units, keeps the observed ones)."""
@@ -375,7 +367,7 @@ def _replica_log_p(prep: Prepared, events, gr_threshold, confidence, rng):
         seg = np.concatenate([np.flatnonzero(prep.seg_units == u) for u in units]) if len(units) else all_seg
         dc = prep.direct_counts if first or prep.direct_counts.sum() == 0 else \
             rng.multinomial(prep.direct_counts.sum(), direct_p)
-        r_phi, r_lam, r_cnt, _, _ = prep.pool(seg, dc, gr_threshold)
+        r_phi, r_lam, r_cnt, _, _ = prep.pool(seg, dc, gr_threshold, keep)
         lp = _quiet_mbar(r_phi, r_lam, r_cnt, confidence).interval_log_p(*events)
         return np.where(np.isfinite(lp), lp, _FLOOR)
 
@@ -393,13 +385,13 @@ def _warn_few_chains(n_chains: int, interval: str) -> None:
 
 
 def _bootstrap_estimate(prep: Prepared, mb: TiltedMBAR, events, gr_threshold, confidence, seed, n_boot,
-                        interval) -> dict:
+                        interval, keep=None) -> dict:
     """P̂ of the pooled MBAR and its bootstrap interval over chains (replicas of :func:`_replica_log_p`, interval on
     ln P, clipped to P ≤ 1)."""
     p = np.exp(mb.interval_log_p(*events))
     n_ev = mb.interval_counts(*events)
     rng = np.random.default_rng(seed)
-    replica = _replica_log_p(prep, events, gr_threshold, confidence, rng)
+    replica = _replica_log_p(prep, events, gr_threshold, confidence, rng, keep)
     if prep.units.size < 2:
         raise ValueError(
             "records: the bootstrap over chains needs at least 2 chains per direction; use method='analytic'"

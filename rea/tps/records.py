@@ -1,4 +1,5 @@
-r"""What a TPS run produces: the per-step records, token snapshots, the chains' final states, and :class:`TPSResult`.
+r"""What a TPS run produces: the per-step records, token snapshots, the chains' final states, :class:`TPSResult`, and
+its token cost (:func:`tps_tokens`).
 
 Records are tidy, one row per chain and step, in step-major order (columns :data:`RECORD_COLUMNS`). The run builds
 them as *chunks*, one dict of arrays ``[B]`` per global step (B = the chains active at that step), and concatenates
@@ -135,3 +136,17 @@ class TPSResult:
         """Acceptance rate per direction and bias: columns direction, bias_index, lam, acceptance, n."""
         g = self.records.groupby(["direction", "bias_index", "lam"], sort=True)["accepted"]
         return g.agg(acceptance="mean", n="size").reset_index()
+
+
+def tps_tokens(records, length: int, n_initial: int | None = None) -> int:
+    """Tokens a TPS run generated: Σ over moves of (L − cut) (the regenerated suffix) plus L per initial sample.
+
+    ``n_initial`` defaults to the number of rows of the batch (each starts from one direct sample of L tokens): the
+    records of move t = 0 (one per chain annealed, one per replica with replica exchange).
+    """
+    if hasattr(records, "records"):
+        records = records.records
+    cut = records["cut"].to_numpy(dtype=np.int64)
+    if n_initial is None:
+        n_initial = int((records["t"] == 0).sum()) if "t" in records else records["chain"].nunique()
+    return int(np.sum(length - cut) + n_initial * length)
