@@ -18,11 +18,20 @@ torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS, int(_OMP)
 
 @pytest.fixture(scope="module")
 def single_thread():
-    """Tiny models and the toy LM run faster without intra-op threads (OpenMP wake-ups dominate tiny tensors)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+    """Tiny models and the toy LM run faster without intra-op threads (OpenMP wake-ups dominate tiny tensors):
+    :func:`rea.validate.toy.single_thread` for the module."""
+    from rea.validate.toy import single_thread as one_thread
+
+    with one_thread():
+        yield
+
+
+@pytest.fixture(scope="session")
+def toy():
+    """The exact toy Markov LM (:mod:`rea.lm.toy`) on the CPU."""
+    from rea.validate.toy import toy_model
+
+    return toy_model()
 
 
 @pytest.fixture(scope="session")

@@ -7,24 +7,15 @@ import pytest
 import torch
 
 from rea import exact
-from rea.lm import DEFAULT_PROMPT, load_model
+from rea.lm import DEFAULT_PROMPT
 from rea.lm.models import HFLanguageModel
 from rea.lm.tiny import char_llama
 from rea.observables import ari, log_prob, repeats
 from rea.sampling import sample, score
 from rea.smc import prefix_observable, replicate_interval, run_group, smc_tail, systematic_resample
-from rea.validate.toy import ADV_TOKENS, single_thread, token_count
+from rea.validate.toy import ADV_TOKENS, token_count
 
-
-@pytest.fixture(scope="module")
-def toy():
-    return load_model("toy")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")  # the toy's tiny ops (tests/conftest.py)
 
 
 def ratio_z_score(log_x, log_truth):

@@ -10,23 +10,14 @@ import numpy as np
 import pytest
 
 from rea import exact
-from rea.lm import DEFAULT_PROMPT, load_model
+from rea.lm import DEFAULT_PROMPT
 from rea.sampling import encode_prompt, regenerate, score
 from rea.smc import conditional_ess, next_lambda, prefix_observable, replicate_interval, smc_ladder_tail
 from rea.smc.ladder import MOVE_STREAM
 from rea.tps.kernel import draw_moves, head_log_alpha, head_moves, shoot
 from rea.validate.toy import ADV_TOKENS, single_thread
 
-
-@pytest.fixture(scope="module")
-def toy():
-    return load_model("toy")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")  # the toy's tiny ops (tests/conftest.py)
 
 
 def exact_means(toy, length, lams, observable="count", tokens=ADV_TOKENS):
@@ -344,6 +335,8 @@ def test_tiny_llama_through_the_hf_decoder(tiny_llama):
     lockstep = smc_ladder_tail(tiny_llama, "Once upon", length, "repeats", [1.0, 2.0], batching="lockstep", **kw)
     for a, b in zip(res.histories, lockstep.histories):
         np.testing.assert_array_equal(a["phi"], b["phi"])
+        # φ = repeats is an integer count, so the float64 weights are functions of the same tokens on both sides:
+        # no float32 model output enters this comparison, and it may stay tight
         np.testing.assert_allclose(a["log_norm"], b["log_norm"], rtol=1e-9)
 
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from rea import exact
-from rea.lm import DEFAULT_PROMPT, load_model
+from rea.lm import DEFAULT_PROMPT
 from rea.observables import evaluate
 from rea.sampling import encode_prompt, sample, score
 from rea.tps import TPSConfig, equilibrium_check, run_tps, smc_tilted_means, tps_mbar
@@ -20,11 +20,6 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 L = 20
 LADDER = [-0.5, -1.0, -1.5, -2.0, -2.5, -3.0]  # adverb count: exact E_λ[φ] from 1.5 to 13.5 over the ladder
 SMC = dict(n_particles=400, n_replicates=10, seed=0)
-
-
-@pytest.fixture(scope="module")
-def toy():
-    return load_model("toy", device="cpu")
 
 
 def exact_mean(toy, lam):

@@ -12,11 +12,6 @@ from rea.tps import tps_mbar, tps_samples, tps_tokens
 
 
 @pytest.fixture(scope="module")
-def toy():
-    return validate.toy_model()
-
-
-@pytest.fixture(scope="module")
 def exact_records(toy):
     rng = np.random.default_rng(0)
     lams = [-2.0, -1.0, -0.75, -0.5, -0.25, 0.5]
