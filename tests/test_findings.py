@@ -14,9 +14,9 @@ def _nb(markdown: str, code: str):
     return nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(markdown), nbformat.v4.new_code_cell(code)])
 
 
-CODE = ('record_finding("x_verdict", chapter="demo", paper="p", measured="m", holds=a > b,\n'
+CODE = ('record_finding("x_verdict", chapter="demo", paper="p", measured="m", holds=a > b, rule="bar",\n'
         '               yes="is the better of the two", no="is not better")\n'
-        'glue("tab", findings_table("demo"))\n')
+        'glue("tab", findings_table("demo", profile))\n')
 
 
 @pytest.mark.parametrize("chapter", list(CHAPTERS))
@@ -51,16 +51,17 @@ def test_record_finding_glues_the_phrase_of_its_outcome_and_logs_it(tmp_path, mo
     outcomes = {True: "reproduced", False: "not reproduced", None: "inconclusive"}
     for i, (holds, verdict) in enumerate(outcomes.items()):
         record_finding(f"k{i}", chapter="test-demo", paper="P", measured="M", holds=holds, yes="Y", no="N",
-                       unsure="U")
+                       unsure="U", rule="effect")
         f = chapter_findings("test-demo")[-1]
         assert f.verdict == verdict and f.says == {True: "Y", False: "N", None: "U"}[holds]
     entries = [json.loads(line) for line in log.read_text().splitlines()]
     assert [e["value"] for e in entries] == ["Y", "N", "U"]
     assert [e["finding"]["verdict"] for e in entries] == list(outcomes.values())
     table = findings_table("test-demo").data
-    assert list(table.columns) == ["Paper finding", "This run", "Verdict"]
+    assert list(table.columns) == ["Paper finding", "This run", "Rule", "Verdict"]
+    assert table["Rule"].tolist() == ["effect"] * 3
     assert table["Verdict"].tolist() == list(outcomes.values())
-    record_finding("k1", chapter="test-demo", paper="P", measured="M2", holds=True, yes="Y", no="N")
+    record_finding("k1", chapter="test-demo", paper="P", measured="M2", holds=True, yes="Y", no="N", rule="bar")
     assert [f.key for f in chapter_findings("test-demo")] == ["k0", "k2", "k1"]
 
 
@@ -68,9 +69,10 @@ def test_record_finding_glues_the_phrase_of_its_outcome_and_logs_it(tmp_path, mo
     (dict(holds="yes"), "holds must be a bool or None"),
     (dict(yes=""), "yes must be a non-empty string"),
     (dict(no="Y"), "yes and no must differ"),
+    (dict(rule="looks fine"), "rule must be one of effect, exact, coverage, agree, bar"),
 ])
 def test_record_finding_rejects_bad_input(kwargs, match):
-    args = dict(chapter="test-bad", paper="P", measured="M", holds=True, yes="Y", no="N") | kwargs
+    args = dict(chapter="test-bad", paper="P", measured="M", holds=True, yes="Y", no="N", rule="bar") | kwargs
     with pytest.raises(ValueError, match=match):
         record_finding("bad", **args)
 
@@ -90,6 +92,42 @@ def test_sci_typesets(x, text):
 
 def test_checks_the_book_adds_pass_or_fail():
     record_finding("c0", chapter="test-check", paper="(this book) a check", measured="M", holds=False, yes="Y",
-                   no="N")
-    record_finding("c1", chapter="test-check", paper="(this book) b", measured="M", holds=True, yes="Y", no="N")
+                   no="N", rule="exact")
+    record_finding("c1", chapter="test-check", paper="(this book) b", measured="M", holds=True, yes="Y", no="N",
+                   rule="exact")
     assert [f.verdict for f in chapter_findings("test-check")] == ["fails", "passes"]
+
+
+@pytest.mark.parametrize("holds, why", [
+    ("any(p < floor for p in pairs)", "any(...)"),
+    ("bool(deep)", "bool(deep)"),
+])
+def test_audit_flags_decisions_by_any_pair(holds, why):
+    code = CODE.replace("holds=a > b", f"holds={holds}")
+    lines = audit_chapter(_nb("{glue:text}`x_verdict`", code), "demo")
+    assert len(lines) == 1 and why in lines[0] and "x_verdict" in lines[0]
+
+
+def test_audit_flags_a_finding_without_a_rule():
+    lines = audit_chapter(_nb("{glue:text}`x_verdict`", CODE.replace(' rule="bar",', "")), "demo")
+    assert len(lines) == 1 and "names no decision rule" in lines[0]
+
+
+def test_findings_table_glues_the_record_the_summary_reads(monkeypatch):
+    from rea.book import summary
+
+    glued = {}
+    monkeypatch.setattr("myst_nb.glue", lambda key, value, display=True: glued.__setitem__(key, value))
+    record_finding("s0", chapter="test-sum", paper="P", measured="M", holds=None, yes="Y", no="N", rule="agree")
+    record_finding("s1", chapter="test-sum", paper="(this book) c", measured="M", holds=False, yes="Y", no="N",
+                   rule="coverage")
+    findings_table("test-sum", "quick")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("")])
+    nb.cells[0].outputs = [nbformat.v4.new_output("display_data", data={"text/plain": repr(glued["findings-test-sum"])},
+                                                  metadata={"scrapbook": {"name": "findings-test-sum"}})]
+    monkeypatch.setattr(summary, "CHAPTERS", {"test-sum": "x.md"})
+    rows = summary.book_findings({"test-sum": nb})
+    assert [(r["key"], r["verdict"], r["rule"], r["profile"]) for r in rows] == [
+        ("s0", "inconclusive", "agree", "quick"), ("s1", "fails", "coverage", "quick")]
+    counts = summary.verdict_counts(rows)
+    assert counts["inconclusive"] == 1 and counts["fails"] == 1 and sum(counts.values()) == 2

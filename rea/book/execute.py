@@ -16,6 +16,10 @@ wait on the run's file lock (:mod:`rea.book.runs`) rather than compute it twice.
 embedded model is converted into ``$REA_CACHE`` if it is not there yet (:func:`rea.lm.embedded_model_dir`), so that
 its progress bar goes to the terminal and not into a chapter's output.
 
+The introduction sums up every chapter's findings (:mod:`rea.book.summary`), read from the cached chapters, so it
+runs last (:data:`SUMMARY_PAGES`), and runs again whenever a chapter was executed: its own code may be unchanged
+while what it reads has changed, which jupyter-cache (keyed by code) would not notice.
+
 A chapter that fails is reported with the end of its traceback and the exit status is 1; the build would fail on it
 too. Interrupting keeps every chapter already cached; the next run executes only the rest.
 """
@@ -35,6 +39,9 @@ EXPECTED_SECONDS: dict[str, float] = {"tps": 299, "single-token": 157, "sweep": 
                                       "sampling": 49, "tilting": 43, "mbar": 17, "errors": 15}
 """Quick-profile execution time of each chapter in seconds (a cold ``make book`` on 2 CPU cores), used only to start
 the longest chapters first; a chapter not listed counts as 0."""
+
+SUMMARY_PAGES = ("intro.md",)
+"""Pages that read the other chapters' executed notebooks: executed after them, and again whenever one was."""
 
 READER = {"type": "plugin", "name": "myst_nb_md"}
 """jupyter-cache's reader of MyST notebooks: the one myst-nb uses for a ``.md`` chapter."""
@@ -101,6 +108,18 @@ def execute(paths: list[Path], cache_dir: Path, jobs: int = 2, timeout: int = 18
     return failed
 
 
+def forget(cache_dir: Path, paths: list[Path]) -> None:
+    """Drop the cached executions of ``paths`` (if any), so that the next :func:`execute` runs them again."""
+    from jupyter_cache import get_cache
+
+    cache = get_cache(str(cache_dir))
+    for path in paths:
+        try:
+            cache.remove_cache(cache.match_cache_notebook(read_notebook(path)).pk)
+        except KeyError:
+            pass
+
+
 def notebook_pages(root: Path = ROOT) -> list[Path]:
     """Every page of ``_toc.yml`` (its root and chapters) that jupyter-book executes: MyST notebooks under book/."""
     import yaml
@@ -130,7 +149,13 @@ def main(argv: list[str] | None = None) -> int:
         from rea.lm import embedded_model_dir  # a chapter's output (stderr there fails the -W build)
 
         embedded_model_dir()
-    failed = execute(paths, args.cache, jobs=args.jobs)
+    chapters = [p for p in paths if p.name not in SUMMARY_PAGES]
+    summaries = [p for p in paths if p.name in SUMMARY_PAGES]
+    executed = pending(args.cache, chapters)
+    failed = execute(chapters, args.cache, jobs=args.jobs)
+    if executed:
+        forget(args.cache, summaries)
+    failed += execute(summaries, args.cache, jobs=1)
     for line in failed:
         print(line, file=sys.stderr)
     print(f"rea.book.execute: {len(paths) - len(failed)} of {len(paths)} chapters cached "

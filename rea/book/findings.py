@@ -3,15 +3,19 @@
 A *finding* is a qualitative statement about a chapter's results: a claim of the paper reproduced or not, one method
 beating another, a check passing. It is never typed into the prose. The chapter computes it from its numbers::
 
-    record_finding("mb_toy_deeper", chapter="mbar",
+    record_finding("mb_toy_deeper", chapter="mbar", rule="effect",
                    paper="MBAR over TPS reaches probabilities direct sampling cannot resolve",
                    measured=f"MBAR to {sci(p_mbar)}, direct floor {sci(p_floor)}",  # sci: rea.book.typeset,
-                   holds=p_mbar < p_floor / 10,
+                   holds=decide_effect(lo, hi, smallest=1.0),  # rea.book.rules
                    yes="reaches a decade and more below", no="does not reach a decade below")
 
 and the prose quotes the glued phrase, ``... MBAR {glue:text}`mb_toy_deeper` the direct floor ...``, so the sentence
-changes when the numbers do. :func:`findings_table` collects the chapter's findings into the table "Paper finding —
-this run — verdict" that ends the chapter. ``tests/test_findings.py`` fails when a chapter types either phrase of a
+changes when the numbers do. ``rule`` names the decision rule of :mod:`rea.book.rules` that decided ``holds`` (a
+finding of the papers is reproduced only beyond its uncertainty, not reproduced only where the run had the power to
+see it, inconclusive otherwise; a check of the book's own passes only on an exact answer or an informative
+independent estimate). :func:`findings_table` collects the chapter's findings into the table "Paper finding — this
+run — rule — verdict" that ends the chapter, and glues them as JSON under ``findings-<chapter>`` for the
+introduction's summary of the whole book (:mod:`rea.book.summary`). ``tests/test_findings.py`` fails when a chapter types either phrase of a
 finding into its prose instead of quoting the glue, or quotes a finding it never records.
 
 The verdict of a finding is ``"reproduced"`` (``holds`` true), ``"not reproduced"`` (false) or ``"inconclusive"``
@@ -23,7 +27,9 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+
+from rea.book.rules import RULES, check_rule
 
 VERDICTS = {True: "reproduced", False: "not reproduced", None: "inconclusive"}
 """The verdict of a finding of the papers by the value of ``holds``."""
@@ -44,6 +50,7 @@ class Finding:
     measured: str
     holds: bool | None
     phrases: tuple[str, str, str]  # (holds, does not hold, undecided)
+    rule: str  # a name of rea.book.rules.RULES
 
     @property
     def verdict(self) -> str:
@@ -58,12 +65,13 @@ class Finding:
 _FINDINGS: dict[str, list[Finding]] = {}
 
 
-def record_finding(key: str, *, chapter: str, paper: str, measured: str, holds, yes: str, no: str,
+def record_finding(key: str, *, chapter: str, paper: str, measured: str, holds, yes: str, no: str, rule: str,
                    unsure: str | None = None) -> None:
     """Decide a finding, glue its phrase under ``key`` for the prose and keep it for :func:`findings_table`.
 
     ``holds`` is a bool (numpy bools too) or ``None`` (the run cannot decide). ``yes``/``no``/``unsure`` are the
-    phrases the prose quotes in each case (``unsure`` defaults to ``"cannot tell"``). Nothing is printed; when
+    phrases the prose quotes in each case (``unsure`` defaults to ``"cannot tell"``). ``rule`` is the name of the
+    decision rule (:data:`rea.book.rules.RULES`) that decided ``holds``. Nothing is printed; when
     ``$REA_RECORDS`` names a file, the finding is logged with its verdict and phrases for the golden checks.
     """
     from myst_nb import glue
@@ -77,7 +85,7 @@ def record_finding(key: str, *, chapter: str, paper: str, measured: str, holds, 
             raise ValueError(f"{name} must be a non-empty string, got {text!r}")
     if yes == no:
         raise ValueError(f"yes and no must differ, both are {yes!r}")
-    finding = Finding(key, chapter, paper, str(measured), holds, (yes, no, unsure or "cannot tell"))
+    finding = Finding(key, chapter, paper, str(measured), holds, (yes, no, unsure or "cannot tell"), check_rule(rule))
     found = _FINDINGS.setdefault(chapter, [])
     found[:] = [f for f in found if f.key != key] + [finding]
     glue(key, finding.says, display=False)
@@ -93,19 +101,30 @@ def chapter_findings(chapter: str) -> list[Finding]:
     return list(_FINDINGS.get(chapter, []))
 
 
-def findings_table(chapter: str):
-    """The chapter's findings as a table: columns "Paper finding", "This run", "Verdict" (one row per finding).
+def findings_table(chapter: str, profile: str | None = None):
+    """The chapter's findings as a table: columns "Paper finding", "This run", "Rule", "Verdict" (one row each).
 
-    Returns a pandas ``Styler`` without index, ready for ``glue``; raises ``ValueError`` if none was recorded.
+    Returns a pandas ``Styler`` without index, ready for ``glue``; raises ``ValueError`` if none was recorded. The
+    findings are also glued, hidden, as JSON under ``findings-<chapter>`` (:func:`findings_record`, with the
+    chapter's ``profile``): :mod:`rea.book.summary` reads them from the executed chapters for the introduction.
     """
     import pandas as pd
+    from myst_nb import glue
 
     found = chapter_findings(chapter)
     if not found:
         raise ValueError(f"chapter {chapter!r} has recorded no findings (call record_finding first)")
+    glue(f"findings-{chapter}", findings_record(chapter, profile), display=False)
     df = pd.DataFrame({"Paper finding": [f.paper for f in found], "This run": [f.measured for f in found],
-                       "Verdict": [f.verdict for f in found]})
+                       "Rule": [f.rule for f in found], "Verdict": [f.verdict for f in found]})
     return df.style.hide(axis="index")
+
+
+def findings_record(chapter: str, profile: str | None = None) -> str:
+    """The chapter's findings as one JSON string: ``{"chapter", "profile", "findings": [{key, paper, measured,
+    holds, rule, verdict, says}, ...]}``."""
+    rows = [asdict(f) | {"verdict": f.verdict, "says": f.says} for f in chapter_findings(chapter)]
+    return json.dumps({"chapter": chapter, "profile": profile, "findings": rows})
 
 
 
@@ -115,27 +134,60 @@ TYPED_CLAIMS = ("far below", "largely repetitive", "removes much of", "fail most
 otherwise). A finding's own phrases are checked too, see :func:`audit_chapter`."""
 
 
-def declared_findings(nb) -> dict[str, tuple[str, ...]]:
-    """``key -> phrases`` of every ``record_finding("key", ..., yes="...", no="...")`` in a notebook's code cells.
+def finding_calls(nb) -> list:
+    """Every ``record_finding("key", ...)`` call (its ``ast.Call`` node) in a notebook's code cells, in order.
 
-    Phrases given as string literals are returned (``yes``, ``no``, ``unsure``); computed ones cannot be checked
-    statically and are left out. ``nb`` is an nbformat notebook (e.g. ``jupytext.read`` of a chapter).
+    Calls whose key is not a string literal are left out. ``nb`` is an nbformat notebook (e.g. ``jupytext.read``).
     """
     import ast
 
-    found: dict[str, tuple[str, ...]] = {}
+    calls = []
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
         source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
         for node in ast.walk(ast.parse(source)):
             name = getattr(getattr(node, "func", None), "id", None)
-            if name != "record_finding" or not node.args or not isinstance(node.args[0], ast.Constant):
-                continue
-            phrases = tuple(k.value.value for k in node.keywords
-                            if k.arg in ("yes", "no", "unsure") and isinstance(k.value, ast.Constant))
-            found[node.args[0].value] = phrases
-    return found
+            if name == "record_finding" and node.args and isinstance(node.args[0], ast.Constant):
+                calls.append(node)
+    return calls
+
+
+def declared_findings(nb) -> dict[str, tuple[str, ...]]:
+    """``key -> phrases`` of every ``record_finding("key", ..., yes="...", no="...")`` in a notebook's code cells.
+
+    Phrases given as string literals are returned (``yes``, ``no``, ``unsure``); computed ones cannot be checked
+    statically and are left out.
+    """
+    import ast
+
+    return {node.args[0].value: tuple(k.value.value for k in node.keywords
+                                      if k.arg in ("yes", "no", "unsure") and isinstance(k.value, ast.Constant))
+            for node in finding_calls(nb)}
+
+
+def weak_decisions(nb) -> list[tuple[str, str]]:
+    """``(key, why)`` for every finding whose decision cannot be justified by a rule of :mod:`rea.book.rules`.
+
+    Flagged: no ``rule=`` literal naming a rule of :data:`~rea.book.rules.RULES`; a ``holds`` that calls ``any``
+    (one pair of many passing decides the finding) or is a bare ``bool(name)`` of a collection.
+    """
+    import ast
+
+    flagged = []
+    for node in finding_calls(nb):
+        key, kw = node.args[0].value, {k.arg: k.value for k in node.keywords}
+        rule = kw.get("rule")
+        if not (isinstance(rule, ast.Constant) and rule.value in RULES):
+            flagged.append((key, f"names no decision rule (rule= one of {', '.join(RULES)})"))
+        holds = kw.get("holds")
+        calls = [getattr(n.func, "id", None) for n in ast.walk(holds) if isinstance(n, ast.Call)] if holds else []
+        if "any" in calls:
+            flagged.append((key, "decides holds by any(...): one item of many passing decides the finding"))
+        if (isinstance(holds, ast.Call) and getattr(holds.func, "id", None) == "bool" and len(holds.args) == 1
+                and isinstance(holds.args[0], ast.Name)):
+            flagged.append((key, f"decides holds by bool({holds.args[0].id}): true for any non-empty collection"))
+    return flagged
 
 
 def audit_chapter(nb, chapter: str) -> list[str]:
@@ -144,7 +196,8 @@ def audit_chapter(nb, chapter: str) -> list[str]:
     * a phrase of a finding (either outcome) typed in a markdown cell instead of quoted by ``{glue:text}`key```;
     * a typed claim of :data:`TYPED_CLAIMS`;
     * a ``{glue:text}`` quote of a ``*_verdict`` key that no ``record_finding`` decides;
-    * no findings, or no glued ``findings_table(chapter)`` ending the chapter.
+    * a finding decided without a rule, or by ``any(...)`` (:func:`weak_decisions`);
+    * no findings, or no glued ``findings_table(chapter`` ending the chapter.
     """
     import re
 
@@ -158,8 +211,9 @@ def audit_chapter(nb, chapter: str) -> list[str]:
     quoted = set(re.findall(r"\{glue:text\}`([\w-]+)", prose))
     lines += [f"{chapter}: the prose quotes verdict {key!r}, which no record_finding decides"
               for key in sorted(quoted) if key.endswith("_verdict") and key not in declared]
+    lines += [f"{chapter}: finding {key!r} {why}" for key, why in weak_decisions(nb)]
     if not declared:
         lines.append(f"{chapter}: records no finding (record_finding)")
-    if f'findings_table("{chapter}")' not in code:
+    if f'findings_table("{chapter}"' not in code:
         lines.append(f'{chapter}: does not glue findings_table("{chapter}")')
     return lines
