@@ -55,7 +55,8 @@ unbiased estimators of the lower tail at SMC's tilted median (:func:`deep_agreem
 p̂, relative RMSE, coverage, efficiency or its "not reached" note, tokens per repeat, repeats, scale; ``--smollm``:
 one row per pair of methods with both estimates and intervals, p, decades below direct sampling's floor and the
 agreement) under ``results``, with ``provenance`` (date, command line, CPU model, threads, torch version, git
-commit): :func:`write_json`.
+commit, wall time, and the SHA-256 of every source file the run measured: :func:`rea.book.bench.measured_sources`):
+:func:`write_json`. ``tests/test_bench_results.py`` fails when a committed result is older than those sources.
 """
 
 from __future__ import annotations
@@ -222,26 +223,33 @@ def report(method: str, runs, p_exact: np.ndarray, scale: float) -> list[dict]:
         rows.append(dict(method=method, threshold=THRESHOLDS[i], p_exact=float(p),
                          median_p_hat=float(np.median(p_hat[:, i])), rel_rmse=rmse, coverage=cover,
                          n_with_estimate=int(has.sum()), n_missed=missed, efficiency=eff, efficiency_text=note,
-                         tokens_per_repeat=tokens, repeats=len(runs), scale=scale))
+                         tokens_per_repeat=tokens, repeats=len(runs), scale=scale,
+                         repeat_estimates=[dict(p=float(p_hat[r, i]), ci_low=float(lo[r, i]), ci_high=float(hi[r, i]))
+                                           for r in range(len(runs))]))
     return rows
 
 
-def write_json(path: str | None, results: list[dict], **problem) -> None:
+def write_json(path: str | None, results: list[dict], wall_s: float | None = None, **problem) -> None:
     """Write ``{"provenance": …, "problem": problem, "results": results}`` to ``path`` (nothing when None).
 
     Provenance: UTC date, the command line and its niceness, the CPU model (``/proc/cpuinfo``) and core count,
     torch's intra-op threads and ``REA_THREADS``/``OMP_NUM_THREADS`` (the toy runs on one thread, SmolLM2's decode
     on at most that many, :mod:`rea.lm.threads`), the torch version, the git commit (and whether the checkout had
-    changes).
+    changes), the run's wall time (``wall_s``), and the source files it measured
+    (:func:`rea.book.bench.measured_sources`: the modules loaded by now, lazy imports included) as ``sources``
+    ``{path: SHA-256}`` with one ``source_hash`` over them and ``sources_dirty``, those of them with uncommitted
+    changes. :func:`rea.book.bench.staleness` compares them with the files as they are now.
     Non-finite floats are written as null (JSON has no nan/inf).
     """
     if path is None:
         return
     import torch
 
+    from rea.book.bench import measured_sources, source_digests, source_hash
     from rea.storage import git_commit
 
     commit, dirty = git_commit(Path(__file__).resolve().parent)
+    sources = source_digests(measured_sources(__file__))
     cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines() if line.startswith("model name")),
                platform.processor() or platform.machine())
     root, exe = Path(__file__).resolve().parents[1], Path(sys.executable)
@@ -251,12 +259,35 @@ def write_json(path: str | None, results: list[dict], **problem) -> None:
         command=" ".join([str(exe), *sys.argv]), niceness=os.nice(0), cpu=cpu, cpu_count=os.cpu_count(),
         torch_threads=torch.get_num_threads(), rea_threads=os.environ.get("REA_THREADS"),
         omp_num_threads=os.environ.get("OMP_NUM_THREADS"), torch=torch.__version__, git_commit=commit,
-        git_dirty=dirty, python=platform.python_version())
-    clean = [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()} for r in results]
+        git_dirty=dirty, python=platform.python_version(), wall_s=wall_s, source_hash=source_hash(sources),
+        sources_dirty=_dirty(list(sources)), sources=sources)
+    clean = _finite(results)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(dict(provenance=provenance, problem=problem, results=clean), indent=1,
                                      ensure_ascii=False) + "\n")
     print(f"  wrote {path}")
+
+
+def _finite(value):
+    """``value`` with every non-finite float, at any depth of its lists and dicts, replaced by None."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return None if isinstance(value, float) and not np.isfinite(value) else value
+
+
+def _dirty(paths: list[str]) -> list[str] | None:
+    """Those of the repository-relative ``paths`` with uncommitted changes (``git status``), None without git."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--", *paths], cwd=root, capture_output=True,
+                             text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sorted(line[3:].strip() for line in out.splitlines() if line.strip())
 
 
 def _cpuinfo() -> str:
@@ -277,12 +308,12 @@ def main(argv=None) -> None:
     if args.smollm:
         t0 = time.perf_counter()
         rows = smollm_agreement()
-        write_json(args.json, rows, model="smollm2-135m", observable="logprob", side="lower", length=24,
-                   prompt=SMOLLM_PROMPT, wall_s=time.perf_counter() - t0)
+        write_json(args.json, rows, wall_s=time.perf_counter() - t0, model="smollm2-135m", observable="logprob",
+                   side="lower", length=24, prompt=SMOLLM_PROMPT)
         return
     dist = exact.count_distribution(toy_model(), PROMPT, L, "count", tokens=ADV_TOKENS)
     p_exact = np.array([np.exp(dist.log_tail(a)) for a in THRESHOLDS])
-    budget, rows = None, []
+    budget, rows, start = None, [], time.perf_counter()
     for method in args.methods.split(","):
         t0 = time.perf_counter()
         if method in ("annealed", "replica"):
@@ -303,7 +334,7 @@ def main(argv=None) -> None:
         wall = time.perf_counter() - t0
         rows += [dict(r, wall_s=wall) for r in new]
         print(f"  ({wall:.0f} s)")
-    write_json(args.json, rows, model="toy", observable="count of " + "/".join(repr(t) for t in ADV_TOKENS),
+    write_json(args.json, rows, wall_s=time.perf_counter() - start, model="toy", observable="count of " + "/".join(repr(t) for t in ADV_TOKENS),
                prompt=PROMPT, length=L, thresholds=list(THRESHOLDS), p_exact=p_exact.tolist(), repeats=args.repeats,
                scale=args.scale, threads=1)
 
@@ -380,7 +411,10 @@ def deep_agreement(lm, prompt: str, length: int, lam: float = 0.3, n: int = 2048
     smc = smc_tail(lm, prompt, length, "logprob", lam, [a], n_particles=256, n_replicates=n // 256, seed=0,
                    side="lower", batch_size=512, confidence=0.96, progress=False)
     drawn = sample(lm, prompt, n, length, seed=3, proposal=Temperature(1.0 / (1.0 - lam)), progress=False)
-    est = importance_estimate((drawn.logp.sum(1) <= a).astype(float), drawn.log_weights, confidence=0.96)
+    hits = (drawn.logp.sum(1) <= a).astype(float)
+    est = importance_estimate(hits, drawn.log_weights, confidence=0.96)
+    wf = hits * np.exp(drawn.log_weights - drawn.log_weights.max())
+    is_hits = float(wf.sum() ** 2 / np.sum(wf ** 2)) if wf.any() else 0.0  # Kish count of the weighted hits
     tokens = smc.tokens + n * length + pilot.tokens
     resolvable = length / tokens
     agree = est.ci_low <= smc.tail_hi[0] and smc.tail_lo[0] <= est.ci_high
@@ -392,6 +426,7 @@ def deep_agreement(lm, prompt: str, length: int, lam: float = 0.3, n: int = 2048
     row = _pair_row(("smc", "importance"), a, lam, (smc.tail[0], smc.tail_lo[0], smc.tail_hi[0]),
                     (est.value, est.ci_low, est.ci_high), tokens, resolvable, agree, time.perf_counter() - t0)
     row["temperature"] = 1.0 / (1.0 - lam)
+    row["estimates"]["importance"].update(n_hits=int(hits.sum()), effective_hits=is_hits)
     return row
 
 

@@ -1,11 +1,15 @@
-"""rea.book.bench: the deep-tail benchmark's JSON (``bench/bench_tails.py --json``) read and typeset for the book."""
+"""rea.book.bench: the deep-tail benchmark's JSON (``bench/bench_tails.py --json``) read and typeset for the book,
+and the committed results checked against the code they measure (:func:`test_committed_result_is_not_older_than_its_code`
+fails on a stale ``bench/results/*.json``, naming the command that regenerates it)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
+from rea.book import bench
 from rea.book.bench import RESULTS, best_method, load_bench, provenance_line, smollm_table, toy_table
 
 PROVENANCE = {"date": "2026-01-02T03:04:05+00:00", "command": ".venv/bin/python bench/bench_tails.py --json x.json",
@@ -75,3 +79,63 @@ def test_committed_results_parse_when_present():
         data = load_bench(RESULTS / name)
         if data is not None:
             assert len(table(data)) == len(data["results"]) and provenance_line(data)
+
+
+def test_efficiency_interval_and_goal():
+    lo, hi = bench.efficiency_interval(_row("smc", 1.4e-8, 4e5, 1.0))
+    assert lo < 4e5 < hi and 1e5 < lo and hi < 1e6  # χ² with 10 degrees of freedom: about [0.31, 2.1] × 4e5
+    assert bench.efficiency_interval(_row("annealed", 1.4e-8, None, None)) is None
+    assert bench.decide_goal(lo, hi, 1e4) is True and bench.decide_goal(lo, hi, 1e7) is False
+    assert bench.decide_goal(lo, hi, 4e5) is None
+
+
+def test_calibrated_coverage_counts_informative_intervals_only():
+    row = dict(_row("smc", 1e-8, 4e5, 1.0), repeat_estimates=[
+        {"p": 1e-8, "ci_low": 5e-9, "ci_high": 2e-8}] * 3 + [{"p": 0.0, "ci_low": 0.0, "ci_high": None}] * 7)
+    verdict, why = bench.calibrated_coverage(row)
+    assert verdict is True and why.startswith("0 of 3 informative")
+    row["repeat_estimates"] = row["repeat_estimates"][:2] + row["repeat_estimates"][3:]
+    assert bench.calibrated_coverage(row)[0] is None  # 2 counted: fewer than MIN_COUNTED
+    assert bench.calibrated_coverage(_row("replica", 1e-8, 5e4, 0.5))[0] is False  # 5 misses of 10
+
+
+def test_staleness_compares_recorded_digests_with_the_files_now(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "ROOT", tmp_path)
+    (tmp_path / "rea").mkdir()
+    source = tmp_path / "rea" / "m.py"
+    source.write_text("x = 1\n")
+    digests = bench.source_digests(["rea/m.py"])
+    data = {"provenance": dict(PROVENANCE, command=".venv/bin/python bench/bench_tails.py --smollm --json /tmp/x.json",
+                               sources=digests, source_hash=bench.source_hash(digests), wall_s=12.0),
+            "results": []}
+    path = tmp_path / "bench" / "results" / "tails_x.json"
+    assert bench.stale_sources(data) == [] and bench.staleness(path, data) is None
+    source.write_text("x = 2\n")
+    assert bench.stale_sources(data) == ["rea/m.py"]
+    line = bench.staleness(path, data)
+    assert line.startswith("bench/results/tails_x.json is older than the code it measures: 1 of 1")
+    assert "regenerate: .venv/bin/python bench/bench_tails.py --smollm --json bench/results/tails_x.json" in line
+    assert "12 s" in line and "\n" not in line
+    source.unlink()
+    assert bench.stale_sources(data) == ["rea/m.py"]  # a deleted source is a change too
+    old = {"provenance": PROVENANCE, "results": []}
+    assert bench.stale_sources(old) is None and "records no source digests" in bench.staleness(path, old)
+
+
+def test_measured_sources_are_the_loaded_modules_and_not_the_book_plumbing():
+    import sys
+
+    files = bench.measured_sources(bench.ROOT / "bench" / "bench_tails.py")
+    assert "bench/bench_tails.py" in files and "rea/book/bench.py" in files and "rea/book/records.py" in files
+    assert "rea/book/findings.py" not in files and "rea/book/__init__.py" not in files
+    loaded = {Path(m.__file__).resolve() for m in list(sys.modules.values()) if getattr(m, "__file__", None)}
+    assert all((bench.ROOT / f).resolve() in loaded for f in files if f != "bench/bench_tails.py")
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in RESULTS.glob("*.json")))
+def test_committed_result_is_not_older_than_its_code(name):
+    """A committed benchmark result must measure the code as it is: the SHA-256 of every source file it measured,
+    recorded when it was written, must match the file now (the digests are recomputed here, never typed)."""
+    line = bench.staleness(RESULTS / name)
+    if line is not None:
+        pytest.fail(line, pytrace=False)

@@ -123,11 +123,21 @@ def test_findings_table_glues_the_record_the_summary_reads(monkeypatch):
                    rule="coverage")
     findings_table("test-sum", "quick")
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("")])
-    nb.cells[0].outputs = [nbformat.v4.new_output("display_data", data={"text/plain": repr(glued["findings-test-sum"])},
-                                                  metadata={"scrapbook": {"name": "findings-test-sum"}})]
+    prefix = "application/papermill.record/"  # how myst_nb.glue(..., display=False) stores a value
+    nb.cells[0].outputs = [nbformat.v4.new_output(
+        "display_data", data={prefix + "text/plain": repr(glued["findings-test-sum"])},
+        metadata={"scrapbook": {"name": "findings-test-sum", "mime_prefix": prefix}})]
     monkeypatch.setattr(summary, "CHAPTERS", {"test-sum": "x.md"})
     rows = summary.book_findings({"test-sum": nb})
     assert [(r["key"], r["verdict"], r["rule"], r["profile"]) for r in rows] == [
         ("s0", "inconclusive", "agree", "quick"), ("s1", "fails", "coverage", "quick")]
     counts = summary.verdict_counts(rows)
-    assert counts["inconclusive"] == 1 and counts["fails"] == 1 and sum(counts.values()) == 2
+    assert counts["papers' findings", "inconclusive"] == 1 and counts["book's checks", "fails"] == 1 and sum(counts.values()) == 2
+
+    table = summary.counts_by_chapter(rows)
+    assert table.loc["all"].sum() == 2 and table.loc["all", ("book's checks", "fails")] == 1
+    text = summary.summary_sentences({"test-sum": nb}, rows)
+    assert "1 findings of the papers: 0 reproduced, 0 not reproduced and 1 inconclusive" in text
+    assert "1 checks of the book's own: 0 pass, 1 fail" in text and "Checks of the book's own that fail: c (ch. 1)" in text
+    assert "none at `paper`" in text
+    assert "nothing to sum up" in summary.summary_sentences({"test-sum": None}, [])

@@ -5,6 +5,8 @@
 * :mod:`rea.book.runs` -- the TPS runs and direct samples chapters share, cached by config;
 * :mod:`rea.book.records` -- numbers and figures glued into the prose and logged for the golden checks;
 * :mod:`rea.book.findings` -- findings decided from a chapter's numbers, glued as phrases and tabled;
+* :mod:`rea.book.rules` -- the decision rules every finding names (reproduced, not reproduced, inconclusive);
+* :mod:`rea.book.summary` -- every chapter's findings read back from the executed chapters (the introduction);
 * :mod:`rea.book.typeset` -- numbers typeset for prose (2.9 × 10⁻⁷);
 * :mod:`rea.book.papers` -- the papers' setups against the book's profiles (the tables of the introduction and
   chapter 7);
@@ -20,6 +22,15 @@ from rea.book.findings import chapter_findings, findings_table, record_finding
 from rea.book.plots import COLORS, band, direct_hist, figure, floor_line, use_book_style, wilson_points
 from rea.book.profiles import PROFILES, chapter_settings
 from rea.book.records import TOLERANCES, record, record_figure, threshold_between
+from rea.book.rules import (
+    RULES,
+    allowed_misses,
+    decide_agreement,
+    decide_coverage,
+    decide_effect,
+    effect_interval,
+    informative,
+)
 from rea.book.runs import (
     book_runs_dir,
     cached_samples,
@@ -41,6 +52,13 @@ __all__ = [
     "record_finding",
     "findings_table",
     "chapter_findings",
+    "RULES",
+    "allowed_misses",
+    "decide_agreement",
+    "decide_coverage",
+    "decide_effect",
+    "effect_interval",
+    "informative",
     "sci",
     "TOLERANCES",
     "cached_tps",

@@ -5,6 +5,8 @@
 * :func:`cached_tps`, :func:`cached_samples` -- run or sample once per (spec, model, package source) under
   :func:`book_runs_dir`, holding a file lock so that two chapters executing at once share the work.
 * :func:`direct_seed` -- the seed of direct samples, independent of the chains started from the same seed.
+* :func:`toy_exchange_config` -- the toy run's replica-exchange counterpart; :func:`chain_bootstrap` -- bootstrap
+  replicates over a run's chains and its direct samples.
 """
 
 from __future__ import annotations
@@ -141,3 +143,34 @@ def toy_tps_config(B: dict, seed: int = 0):
     return TPSConfig(prompt=DEFAULT_PROMPT, length=B["toy_length"], lambdas_pos=list(B["toy_lambdas"]),
                      n_steps=B["toy_steps"], n_chains=B["toy_chains"], seed=seed, observable="repeats",
                      checkpoint_every=B["toy_checkpoint_every"], record_tokens_every=B["toy_record_tokens_every"])
+
+
+def toy_exchange_config(B: dict, seed: int = 0):
+    """The replica-exchange counterpart of :func:`toy_tps_config`: the same biases, chains (as ladders), moves per
+    bias and seed, every bias at once, swap rounds every ``B["exchange_every"]`` moves (:mod:`rea.tps.exchange`)."""
+    import dataclasses
+
+    return dataclasses.replace(toy_tps_config(B, seed), exchange_every=B["exchange_every"])
+
+
+def chain_bootstrap(kept, direct_phi, stat, n_boot: int = 200, seed: int = 0) -> np.ndarray:
+    """Bootstrap replicates ``[n_boot, ...]`` of ``stat(direct_phi*, kept*)`` over the independent units of a TPS run
+    pooled with direct samples: the direct samples ``direct_phi`` ``[N]`` resampled with replacement, and the chains
+    of ``kept`` (post-burn-in records, columns ``chain``, ``lam``) resampled with replacement within each direction
+    (the sign of λ; a chain keeps all its biases), so that each replicate has as many chains per direction as
+    ``kept``. ``stat`` returns a number or an array; the result stacks them. For annealed runs, whose chains are
+    independent (a replica-exchange ladder spans both directions: resample ladders instead)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    chains = {c: g for c, g in kept.groupby("chain")}
+    sides = {}
+    for c, g in chains.items():
+        sides.setdefault(int(np.sign(g["lam"].iloc[0])), []).append(c)
+    direct_phi = np.asarray(direct_phi)
+    out = []
+    for _ in range(n_boot):
+        pick = [c for ids in sides.values() for c in rng.choice(ids, len(ids))]
+        out.append(stat(direct_phi[rng.integers(0, direct_phi.size, direct_phi.size)],
+                        pd.concat([chains[c] for c in pick], ignore_index=True)))
+    return np.asarray(out)

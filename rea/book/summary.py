@@ -23,8 +23,10 @@ from rea.book.chapters import BOOK, CHAPTERS, ROOT
 CACHE = ROOT / "_build" / ".jupyter_cache"
 """jupyter-book's execution cache, where :mod:`rea.book.execute` stores the executed chapters."""
 
-VERDICT_ORDER = ("reproduced", "not reproduced", "inconclusive", "passes", "fails")
-"""The verdicts, papers' findings first, then the book's own checks."""
+COLUMNS = (("papers' findings", "reproduced"), ("papers' findings", "not reproduced"),
+           ("papers' findings", "inconclusive"), ("book's checks", "passes"), ("book's checks", "fails"),
+           ("book's checks", "inconclusive"))
+"""``(kind, verdict)`` of every count, papers' findings first, then the book's own checks."""
 
 
 def executed_chapters(cache_dir: Path = CACHE) -> dict[str, object]:
@@ -59,7 +61,8 @@ def glued_text(nb, key: str) -> str | None:
     for cell in nb.cells:
         for output in cell.get("outputs", []):
             if output.get("metadata", {}).get("scrapbook", {}).get("name") == key:
-                text = output.get("data", {}).get("text/plain")
+                prefix = output["metadata"]["scrapbook"].get("mime_prefix", "")  # hidden glue: papermill's prefix
+                text = output.get("data", {}).get(prefix + "text/plain")
                 if text is None:
                     return None
                 try:
@@ -71,23 +74,28 @@ def glued_text(nb, key: str) -> str | None:
 
 
 def book_findings(notebooks: dict[str, object]) -> list[dict]:
-    """One dict per finding of every executed chapter, in reading order: ``chapter``, ``profile``, ``key``,
-    ``paper``, ``measured``, ``rule``, ``verdict``, ``holds``, ``says``."""
+    """One dict per finding of every executed chapter, in reading order: ``chapter``, ``profile``, ``kind``
+    (``"papers' findings"`` or ``"book's checks"``), ``key``, ``paper``, ``measured``, ``rule``, ``verdict``,
+    ``holds``, ``says``."""
+    from rea.book.findings import BOOK_CHECK
+
     rows = []
     for name, nb in notebooks.items():
         text = glued_text(nb, f"findings-{name}")
         if text is None:
             continue
         record = json.loads(text)
-        rows += [{"chapter": name, "profile": record.get("profile")} | f for f in record["findings"]]
+        rows += [{"chapter": name, "profile": record.get("profile"),
+                  "kind": COLUMNS[3][0] if f["paper"].startswith(BOOK_CHECK) else COLUMNS[0][0]} | f
+                 for f in record["findings"]]
     return rows
 
 
-def verdict_counts(rows: list[dict]) -> dict[str, int]:
-    """``verdict -> number of findings`` over :data:`VERDICT_ORDER` (zeros included)."""
-    counts = {verdict: 0 for verdict in VERDICT_ORDER}
+def verdict_counts(rows: list[dict]) -> dict[tuple[str, str], int]:
+    """``(kind, verdict) -> number of findings`` over :data:`COLUMNS` (zeros included)."""
+    counts = dict.fromkeys(COLUMNS, 0)
     for row in rows:
-        counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
+        counts[row["kind"], row["verdict"]] += 1
     return counts
 
 
@@ -102,11 +110,71 @@ def findings_frame(rows: list[dict]):
 
 
 def counts_by_chapter(rows: list[dict]):
-    """A DataFrame chapter × verdict of counts (chapters that recorded findings, in reading order)."""
+    """A DataFrame of counts: one row per chapter that recorded findings (in reading order) and a total, columns
+    :data:`COLUMNS` (a two-level header: kind, verdict)."""
     import pandas as pd
 
+    number = {name: i + 1 for i, name in enumerate(CHAPTERS)}
     chapters = [name for name in CHAPTERS if any(r["chapter"] == name for r in rows)]
-    table = pd.DataFrame(0, index=chapters, columns=list(VERDICT_ORDER))
+    labels = [f"{number[name]} {name}" for name in chapters]
+    table = pd.DataFrame(0, index=labels + ["all"], columns=pd.MultiIndex.from_tuples(COLUMNS))
     for r in rows:
-        table.loc[r["chapter"], r["verdict"]] += 1
+        table.loc[f"{number[r['chapter']]} {r['chapter']}", (r["kind"], r["verdict"])] += 1
+    table.loc["all"] = table.loc[labels].sum()
     return table
+
+
+def _listing(rows: list[dict]) -> str:
+    number = {name: i + 1 for i, name in enumerate(CHAPTERS)}
+    return "; ".join(f"{r['paper'].removeprefix('(this book)').strip()} (ch. {number[r['chapter']]})" for r in rows)
+
+
+def summary_sentences(notebooks: dict[str, object], rows: list[dict]) -> str:
+    """The introduction's summary, in sentences computed from this build's chapters (markdown, one paragraph each).
+
+    Counts by verdict; chapters not executed; the profiles run (and that the ``paper`` profile was not, where so);
+    the papers' findings not reproduced, the book's checks that fail; and where the book reaches its deepest tails,
+    with which method and checked against what (chapter 9's glued numbers and findings).
+    """
+    if not rows:
+        return ("No chapter of this build has been executed yet, so there is nothing to sum up: `make book` executes "
+                "the chapters first and this page last.")
+    counts = verdict_counts(rows)
+    n_paper = sum(v for (kind, _), v in counts.items() if kind == COLUMNS[0][0])
+    n_check = sum(v for (kind, _), v in counts.items() if kind == COLUMNS[3][0])
+    c = {verdict if kind == COLUMNS[0][0] else f"check {verdict}": v for (kind, verdict), v in counts.items()}
+    out = [f"This build decided {n_paper} findings of the papers: {c['reproduced']} reproduced, "
+           f"{c['not reproduced']} not reproduced and {c['inconclusive']} inconclusive; and {n_check} checks of "
+           f"the book's own: {c['check passes']} pass, {c['check fails']} fail and {c['check inconclusive']} are "
+           "inconclusive."]
+    missing = [name for name, nb in notebooks.items() if nb is None or not any(r["chapter"] == name for r in rows)]
+    if missing:
+        out.append(f"Not executed in this build, and so not counted: {', '.join(missing)}.")
+    profiles = sorted({str(r["profile"]) for r in rows})
+    ran = " and ".join(f"`{p}`" for p in profiles)
+    out.append(f"Every chapter counted here ran at the {ran} profile" + ("" if "paper" in profiles else
+               "; none at `paper`, the papers' budgets, which this build has not run: a finding not reproduced "
+               "here is not reproduced at a CPU's budget, not refuted at the paper's") + ".")
+    not_reproduced = [r for r in rows if r["verdict"] == "not reproduced"]
+    if not_reproduced:
+        out.append(f"Not reproduced at this budget: {_listing(not_reproduced)}.")
+    fails = [r for r in rows if r["verdict"] == "fails"]
+    if fails:
+        out.append(f"Checks of the book's own that fail: {_listing(fails)}.")
+    out += [sentence for sentence in [_deepest_tails(notebooks.get("deeper"), rows)] if sentence]
+    return "\n\n".join(out)
+
+
+def _deepest_tails(nb, rows: list[dict]) -> str | None:
+    """Where chapter 9 reaches its deepest tails, from its glued numbers and findings (None if not executed)."""
+    verdict = {r["key"]: r["verdict"].replace("inconclusive", "is inconclusive") for r in rows
+               if r["chapter"] == "deeper"}
+    toy, lm = glued_text(nb, "dt_smc_deepest_txt"), glued_text(nb, "dt_lm_smc_txt")
+    decades = glued_text(nb, "dt_lm_decades")
+    if toy is None or lm is None or decades is None:
+        return None
+    return (f"The deepest tails are chapter 9's, reached by SMC on prefixes: on the toy model its intervals are "
+            f"checked against exact tails down to {toy} (that check {verdict.get('dt_smc_toy', 'was not recorded')}); "
+            f"on SmolLM2 it estimates {lm}, {float(decades):.1f} decades below direct sampling's floor at the same "
+            f"number of tokens, and the check of it against importance sampling there "
+            f"{verdict.get('dt_lm_agree', 'was not recorded')}.")

@@ -1,0 +1,73 @@
+"""Paired comparisons over targets, for the ``effect`` rule of :mod:`rea.book.rules`.
+
+A claim "method A scores better than method B" is decided on the per-target differences of their scores, the
+targets being the units both methods saw: :func:`paired_bootstrap` gives the mean difference and its percentile
+interval, resampling targets (within strata, e.g. model depths, so each stratum keeps its size). Chapter 7 scores
+single-token estimators per target with :func:`held_out_losses` (the per-target terms of
+:func:`rea.single_token.fitted_is_loss`, whose mean they equal). :func:`decide_all` combines three-valued decisions
+of a claim that is a conjunction ("beats every other method").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def held_out_losses(p, p_hat, folds: int = 2, seed: int = 0, floor: float = 1e-12) -> np.ndarray:
+    """Per-target Itakura–Saito losses after the held-out log-affine fit of :func:`rea.single_token.fitted_is_loss`.
+
+    The same folds (``default_rng(seed).permutation``) and fits, so the mean of the returned array is
+    ``fitted_is_loss(p, p_hat, folds, seed, floor)``; each target's loss uses the fit of the other folds.
+    """
+    from rea.single_token import fit_log_affine
+
+    p = np.asarray(p, float)
+    q = np.maximum(np.asarray(p_hat, float), floor)
+    n = len(p)
+    if n < 2 * folds:
+        raise ValueError(f"need at least 2·folds = {2 * folds} targets for a held-out fit, got {n}")
+    perm = np.random.default_rng(seed).permutation(n)
+    losses = np.empty(n)
+    for f in range(folds):
+        test = perm[f::folds]
+        a, c = fit_log_affine(p[np.setdiff1d(perm, test)], q[np.setdiff1d(perm, test)], floor)
+        d = np.clip(np.log(p[test]) - (np.log(a) + c * np.log(q[test])), -700, 700)
+        losses[test] = np.exp(d) - d - 1
+    return losses
+
+
+def paired_bootstrap(diff, strata=None, level: float = 0.95, n_boot: int = 10_000,
+                     seed: int = 0) -> tuple[float, float, float]:
+    """``(mean, lo, hi)``: the mean of per-target differences ``diff`` and its percentile bootstrap interval.
+
+    Targets are resampled with replacement within each stratum (``strata``: one label per target, e.g. the depth;
+    None: one stratum), so the bootstrap mean weighs the strata as the data do. NaN differences give NaN ends.
+    """
+    diff = np.asarray(diff, float)
+    if diff.ndim != 1 or len(diff) == 0:
+        raise ValueError(f"diff must be a non-empty 1-d array, got shape {diff.shape}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level!r}")
+    if not np.all(np.isfinite(diff)):
+        return float(np.mean(diff)), float("nan"), float("nan")
+    strata = np.zeros(len(diff), int) if strata is None else np.asarray(strata)
+    rng = np.random.default_rng(seed)
+    total = np.zeros(n_boot)
+    for s in np.unique(strata):
+        d = diff[strata == s]
+        total += d[rng.integers(0, len(d), size=(n_boot, len(d)))].sum(axis=1)
+    boot = total / len(diff)
+    lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
+    return float(diff.mean()), float(lo), float(hi)
+
+
+def decide_all(decisions) -> bool | None:
+    """A conjunction of three-valued decisions: ``False`` if one is ``False``, ``True`` if all are ``True``, else
+    ``None``. For a claim that holds only if each part holds ("MHIS beats every other method"): one part shown
+    absent refutes it, and it is shown only when every part is."""
+    decisions = list(decisions)
+    if not decisions:
+        return None
+    if any(d is False for d in decisions):
+        return False
+    return True if all(d is True for d in decisions) else None
