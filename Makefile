@@ -61,8 +61,8 @@ bench: setup
 	$(BIN)/python bench/bench_sampler.py
 	$(BIN)/python bench/bench_estimators.py
 	$(BIN)/python bench/bench_single_token.py
-	$(BIN)/python bench/bench_tails.py --scale 0.25
-	$(BIN)/python bench/bench_tails.py --smollm
+	$(BIN)/python bench/bench_tails.py --scale 0.25 --json bench/results/tails_toy.json
+	$(BIN)/python bench/bench_tails.py --smollm --json bench/results/tails_smollm.json
 
 book: setup
 	$(BIN)/python -m rea.book.cache

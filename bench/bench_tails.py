@@ -30,10 +30,12 @@ the bootstrap over chains), ``replica`` (replica-exchange TPS, 8 ladders over λ
 moves, the same number of moves as ``annealed``), ``smc`` (:func:`rea.smc.smc_tail`: 1000 particles × 10
 replicates per estimate at the λ whose exact tilted mean sits at the threshold; a budget of its own, 2e5 tokens, as
 its RMSE scales with it like the others'), ``smc-ladder`` (:func:`rea.smc.smc_ladder_tail`: the SMC sampler across
-an ``"auto"`` bias ladder with forward-shooting moves, 1000·scale particles × 10 moves per bias × 10 replicates per
-estimate, |λ| ≤ 4, its pilot's tokens included; a budget of its own, as for ``smc``), ``smc-ladder-head`` (the
-same with a share :data:`HEAD_FRACTION` of the moves head moves, :func:`rea.tps.kernel.head_moves`: tokens counted
-are the drawn heads; the teacher-forced suffixes are printed apart as "scored"; not in the default list),
+an ``"auto"`` bias ladder, its moves drawing suffixes from the local tilt at each bias, ``move_proposal="tilt"``,
+:func:`rea.tps.kernel.proposal_moves`; 1000·scale particles × 10 moves per bias × 10 replicates per estimate,
+|λ| ≤ 4, its pilot's tokens included; a budget of its own, as for ``smc``), ``smc-ladder-shoot`` (the same with the
+paper's forward-shooting moves from p_M; not in the default list), ``smc-ladder-head`` (forward shooting with a
+share :data:`HEAD_FRACTION` of the moves head moves, :func:`rea.tps.kernel.head_moves`: tokens counted are the drawn
+heads; the teacher-forced suffixes are printed apart as "scored"; not in the default list),
 ``direct`` (i.i.d. samples at the TPS budget, Wilson interval). All repeats of a TPS method run as one batch of the
 model (:func:`rea.tps.run_tps_many`).
 
@@ -160,7 +162,7 @@ def smc_repeats(repeats: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, 
     return out
 
 
-def smc_ladder_repeats(repeats: int, scale: float, head_fraction: float = 0.0,
+def smc_ladder_repeats(repeats: int, scale: float, head_fraction: float = 0.0, move_proposal: str = "tilt",
                        ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, float]]:
     """``repeats`` independent SMC-ladder estimates of both thresholds (each its own ``"auto"`` ladder toward the
     deepest one; a share ``head_fraction`` of the moves head moves) -> per repeat (p̂, 96 % interval
@@ -172,8 +174,10 @@ def smc_ladder_repeats(repeats: int, scale: float, head_fraction: float = 0.0,
         for r in range(repeats):
             res = smc_ladder_tail(lm, PROMPT, L, "count", list(THRESHOLDS), n_particles=max(20, int(1000 * scale)),
                                   n_moves=10, n_replicates=10, seed=300 + r, tokens=ADV_TOKENS, lambda_max=4.0,
-                                  confidence=0.96, batch_size=10**5, progress=False, head_fraction=head_fraction)
-            print(f"  smc-ladder (head {head_fraction:g}) repeat {r}: ladder {np.round(res.lambdas[1:], 2).tolist()}, "
+                                  confidence=0.96, batch_size=10**5, progress=False, head_fraction=head_fraction,
+                                  move_proposal=move_proposal)
+            print(f"  smc-ladder ({move_proposal}, head {head_fraction:g}) repeat {r}: ladder "
+                  f"{np.round(res.lambdas[1:], 2).tolist()}, "
                   f"bias per threshold "
                   f"{res.lambdas[res.bias_index].round(2).tolist()}, p̂ {res.p.tolist()}, {res.tokens:.3g} tokens "
                   f"(+ {res.tokens_scored:.3g} scored), frozen at the last bias "
@@ -325,16 +329,19 @@ def main(argv=None) -> None:
             runs = smc_repeats(args.repeats)
         elif method == "smc-ladder":
             runs = smc_ladder_repeats(args.repeats, args.scale)
+        elif method == "smc-ladder-shoot":
+            runs = smc_ladder_repeats(args.repeats, args.scale, move_proposal="model")
         elif method == "smc-ladder-head":
-            runs = smc_ladder_repeats(args.repeats, args.scale, HEAD_FRACTION)
+            runs = smc_ladder_repeats(args.repeats, args.scale, HEAD_FRACTION, move_proposal="model")
         else:
             raise SystemExit(f"--methods: unknown method {method!r} (annealed, replica, smc, smc-ladder, "
-                             "smc-ladder-head, direct)")
+                             "smc-ladder-shoot, smc-ladder-head, direct)")
         new = report(method, runs, p_exact, args.scale)
         wall = time.perf_counter() - t0
         rows += [dict(r, wall_s=wall) for r in new]
         print(f"  ({wall:.0f} s)")
-    write_json(args.json, rows, wall_s=time.perf_counter() - start, model="toy", observable="count of " + "/".join(repr(t) for t in ADV_TOKENS),
+    write_json(args.json, rows, wall_s=time.perf_counter() - start, model="toy",
+               observable="count of " + "/".join(repr(t) for t in ADV_TOKENS),
                prompt=PROMPT, length=L, thresholds=list(THRESHOLDS), p_exact=p_exact.tolist(), repeats=args.repeats,
                scale=args.scale, threads=1)
 

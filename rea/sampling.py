@@ -466,6 +466,20 @@ def score(lm, prompt: str | list[int], tokens, lengths=None, batch_size: int | N
     return out
 
 
+def regenerate_from(lm, prompt_ids, tokens, cut, uniforms, proposal: Proposal, logp=None):
+    """:func:`regenerate` with the suffix drawn from ``proposal`` q instead of p_M: keeps ``tokens[b, :cut[b]]``,
+    draws positions ``cut[b]..L−1`` from q by the Gumbel-max of ``uniforms[B, L]`` -> ``(new_tokens[B, L],
+    logp[B, L], logq[B, L])``: per-token log p_M of the whole new completion and log q of its drawn positions
+    (log q = log p_M at the kept positions, which q did not draw). No EOS handling (fixed-length completions)."""
+    tokens, cut = np.asarray(tokens, dtype=np.int64), np.asarray(cut, dtype=np.int64)
+    if tokens.ndim != 2 or cut.shape != (tokens.shape[0],):
+        raise ValueError(f"tokens must be [B, L] and cut [B]; got {tokens.shape} and {cut.shape}")
+    if (cut < 0).any() or (cut >= tokens.shape[1]).any():
+        raise ValueError(f"cut points must lie in [0, {tokens.shape[1]}) (L = completion length)")
+    new, new_logp, new_logq, _ = _decode(lm, prompt_ids, uniforms, proposal, forced=tokens, cut=cut, forced_logp=logp)
+    return new, new_logp, new_logq
+
+
 def regenerate(lm, prompt_ids, tokens, cut, uniforms, logp=None, stop_at_eos: bool = False):
     """The TPS forward-shooting move for B chains at once.
 

@@ -51,6 +51,15 @@ m = 10: −18.9 against −24.1 SE (log Ẑ(−3) = 12.3 against 11.9, exact 14.
 N = 150: P(φ = 6) gets an estimate in 30 of 100 repeats, covered in 4 (baseline 35, 4). Moves that propose
 adverb-rich heads or middles (a tilted proposal, infilling) or SMC on prefixes (:mod:`rea.smc.filter`) remain.
 
+The tilted proposal fixes it for additive observables: with ``move_proposal="tilt"`` every move draws its suffix from
+the local tilt at λ_k (:func:`rea.tps.kernel.local_tilt`: for a token count, the model's logits + |λ_k| on the
+counted tokens) and is accepted with the Metropolis–Hastings ratio (:func:`rea.tps.kernel.proposal_moves`), so cuts
+at the start are accepted at strong bias too and no position stays frozen. Measured, adverb count: L = 6, N = 150,
+3 moves, λ = −0.5 … −5 by 0.5, 100 repeats of 8 replicates: Cox's 95 % interval covers P(φ = 6) = 1.6e-7 in 93 of
+100 repeats (forward shooting: 4), P(φ ≥ 3) in 94; L = 20, N = 250, 10 moves, ``"auto"`` ladder to |λ| ≤ 4
+(7–8 biases), 12 repeats of 10 replicates, 96 % intervals: P(φ ≥ 10) = 1.4e-8 covered 12 of 12 (median 0.95× the
+truth, relative RMSE 0.20), P(φ ≥ 14) = 1.7e-13 covered 11 of 12 (0.95×, 0.51), 2.1–2.4 × 10⁶ tokens per estimate.
+
 Randomness: replicate r's initial completions are ``sample`` draws of the seed :func:`stream_seed` (seed, r); its
 resampling uniform at bias k comes from ``default_rng([seed, RESAMPLE_STREAM, *key, k])`` and its moves' random
 numbers (particles, then annealed chains; :func:`rea.tps.kernel.draw_moves`) from ``default_rng([seed,
@@ -68,7 +77,7 @@ from scipy.special import logsumexp
 
 from rea.sampling import sample_streams
 from rea.smc.filter import systematic_resample
-from rea.tps.kernel import Moves, draw_moves, shoot
+from rea.tps.kernel import Moves, draw_moves, local_tilt, shoot
 
 INIT_STREAM, RESAMPLE_STREAM, MOVE_STREAM = 0x5EC2, 0x5EC3, 0x5EC4
 """Tags of a replicate's random streams (apart from :mod:`rea.smc.filter`'s)."""
@@ -256,11 +265,13 @@ def start_replicates(lm, prompt: str, observable, keys, n_particles: int, n_anne
 
 
 def advance(lm, prompt_ids, observable, reps: list[LadderReplicate], lam: float, n_moves: int, tau: float,
-            seed: int, batching: str = "auto", on_moves=None, head_fraction: float = 0.0) -> None:
+            seed: int, batching: str = "auto", on_moves=None, head_fraction: float = 0.0,
+            move_proposal: str = "model") -> None:
     """Take the replicates ``reps`` (all at the same last bias) to bias ``lam``: reweight, resample where
     ESS < τN, then ``n_moves`` moves of every particle and annealed chain at ``lam`` (head moves with probability
-    ``head_fraction``, forward shooting otherwise), all replicates as one batch of the decoder; record the bias (see
-    the module docstring)."""
+    ``head_fraction``, forward shooting otherwise; with ``move_proposal="tilt"`` every move draws its suffix from
+    the local tilt at ``lam``, :func:`rea.tps.kernel.local_tilt`), all replicates as one batch of the decoder;
+    record the bias (see the module docstring)."""
     if len({rep.n_biases for rep in reps}) != 1:
         raise ValueError("advance: the replicates must stand at the same bias")
     k, length = reps[0].n_biases, reps[0].tokens.shape[1]
@@ -277,7 +288,8 @@ def advance(lm, prompt_ids, observable, reps: list[LadderReplicate], lam: float,
     states = [(rep.a_tokens, rep.a_logp, rep.a_phi) if annealed else (rep.tokens, rep.logp, rep.phi)
               for rep, annealed in order]
     shot = shoot(lm, prompt_ids, np.concatenate([s[0] for s in states]), np.concatenate([s[1] for s in states]),
-                 np.concatenate([s[2] for s in states]), lam, Moves.concat(parts), observable, batching, on_moves)
+                 np.concatenate([s[2] for s in states]), lam, Moves.concat(parts), observable, batching, on_moves,
+                 proposal=local_tilt(observable, lam) if move_proposal == "tilt" else None)
     lo, stats = 0, []
     for (rep, annealed), state in zip(order, states):
         hi = lo + len(state[2])

@@ -62,8 +62,13 @@ def _number(name: str, value, low: float, high: float, closed_low: bool, closed_
     return float(value)
 
 
+MOVE_PROPOSALS = ("model", "tilt")
+"""How a move draws its suffix: from p_M (forward shooting) or from the local tilt at the bias
+(:func:`rea.tps.kernel.local_tilt`; additive observables: ``"count"``, ``"logprob"``)."""
+
+
 def _settings(lambdas, n_particles, n_moves, n_replicates, seed, tau, ess_target, target_fraction, lambda_max,
-              max_biases, n_annealed, interval, batching, head_fraction=0.0) -> dict:
+              max_biases, n_annealed, interval, batching, head_fraction=0.0, move_proposal="model") -> dict:
     """Check the run's settings (one-line ValueErrors naming the parameter) -> the checked values."""
     out = dict(n_particles=check_positive_int("n_particles", n_particles, minimum=2),
                n_moves=check_positive_int("n_moves", n_moves, minimum=0),
@@ -81,6 +86,11 @@ def _settings(lambdas, n_particles, n_moves, n_replicates, seed, tau, ess_target
         raise ValueError(f"interval must be one of {INTERVALS}, got {interval!r}")
     if batching not in BATCHING:
         raise ValueError(f"batching must be one of {BATCHING}, got {batching!r}")
+    if move_proposal not in MOVE_PROPOSALS:
+        raise ValueError(f"move_proposal must be one of {MOVE_PROPOSALS}, got {move_proposal!r}")
+    if move_proposal != "model" and out["head_fraction"] > 0:
+        raise ValueError("move_proposal='tilt' cannot be combined with head moves: use head_fraction=0")
+    out["move_proposal"] = move_proposal
     return out
 
 
@@ -132,7 +142,7 @@ def auto_ladder(lm, prompt, prompt_ids, obs, length, target, side, s: dict, batc
             lam = next_lambda(pilot.log_w, pilot.phi, pilot.lam, sign, s["ess_target"], limit)
             cess.append(conditional_ess(pilot.log_w, pilot.phi, lam - pilot.lam))
             advance(lm, prompt_ids, obs, [pilot], lam, s["n_moves"], s["tau"], s["seed"], batching,
-                    head_fraction=s["head_fraction"])
+                    head_fraction=s["head_fraction"], move_proposal=s["move_proposal"])
             bar.update(1)
             bar.set_postfix(lam=f"{lam:.3g}", refresh=False)
     return {"lambdas": [float(x) for x in pilot.history["lam"][1:]],
@@ -182,7 +192,8 @@ def _run_groups(lm, prompt, prompt_ids, obs, length, lams, path, s, batch_size, 
                 k = min(reps[r].n_biases for r in live)
                 step = [r for r in live if reps[r].n_biases == k]
                 advance(lm, prompt_ids, obs, [reps[r] for r in step], lams[k - 1], s["n_moves"], s["tau"], s["seed"],
-                        batching, on_moves=bar.update, head_fraction=s["head_fraction"])
+                        batching, on_moves=bar.update, head_fraction=s["head_fraction"],
+                        move_proposal=s["move_proposal"])
                 for r in step if path is not None else ():
                     save_ladder_replicate(path, r, reps[r])
     done = all(reps[r].n_biases == len(lams) + 1 for r in range(n))
@@ -194,7 +205,8 @@ def smc_ladder_tail(lm, prompt: str, length: int, observable, thresholds, lambda
                     ess_target: float = 0.5, target_fraction: float = 0.5, lambda_max: float = 20.0,
                     max_biases: int = 50, n_annealed: int = 0, tokens=None, confidence: float = 0.95,
                     interval: str = "cox", batch_size: int | None = None, out_dir=None, max_steps: int | None = None,
-                    progress: bool = True, batching: str = "auto", head_fraction: float = 0.0) -> LadderResult:
+                    progress: bool = True, batching: str = "auto", head_fraction: float = 0.0,
+                    move_proposal: str = "model") -> LadderResult:
     """Tail probabilities P(φ ≥ a) (``side="upper"``; ``"lower"``: P(φ ≤ a)) at ``thresholds`` ``[S]`` and
     Z(λ_k) = E_{p_M}[e^{−λ_k φ}] along a bias ladder, by ``n_replicates`` independent runs of the SMC sampler of
     :mod:`rea.smc.ladder` (N = ``n_particles`` particles, m = ``n_moves`` forward-shooting moves per particle and bias).
@@ -209,19 +221,25 @@ def smc_ladder_tail(lm, prompt: str, length: int, observable, thresholds, lambda
     (:data:`rea.tps.shooting.BATCHING`). ``head_fraction``: the probability in [0, 1] that a move is a head move
     (:func:`rea.tps.kernel.head_moves`) rather than forward shooting; recorded in the config only when > 0 (a run
     directory without it ran 0). Returns :class:`rea.smc.ladder_estimate.LadderResult` (``.p``, ``.ci_low``,
-    ``.ci_high`` ``[S]``, ``.log_z`` ``[K+1]``, ``.tokens``, ``.per_bias()``).
+    ``.ci_high`` ``[S]``, ``.log_z`` ``[K+1]``, ``.tokens``, ``.per_bias()``). ``move_proposal``: ``"model"``
+    (forward shooting from p_M) or ``"tilt"`` (suffixes from the local tilt at each bias, with the
+    Metropolis–Hastings correction: :func:`rea.tps.kernel.proposal_moves`; ``"count"`` and ``"logprob"`` only);
+    recorded in the config only when not ``"model"``.
     """
     s = _settings(lambdas, n_particles, n_moves, n_replicates, seed, tau, ess_target, target_fraction, lambda_max,
-                  max_biases, n_annealed, interval, batching, head_fraction)
+                  max_biases, n_annealed, interval, batching, head_fraction, move_proposal)
     confidence, side = check_confidence(confidence), check_side(side)
     thr = as_1d_finite("thresholds", thresholds)
     if max_steps is not None:
         max_steps = check_positive_int("max_steps", max_steps)
     prompt_ids = encode_prompt(lm, prompt, length)
     obs = prefix_observable(observable, lm, prompt, tokens)
+    if move_proposal == "tilt" and obs.name not in ("count", "logprob"):
+        raise ValueError(f"move_proposal='tilt' needs an additive observable ('count' or 'logprob'), got {obs.name!r}")
     config = {"format": FORMAT, "model": getattr(lm, "name", type(lm).__name__), "prompt": prompt, "length": length,
               "observable": obs.name, "tokens": None if tokens is None else [str(t) for t in np.atleast_1d(tokens)],
-              "side": side, **{k: v for k, v in s.items() if k != "n_replicates" and (k != "head_fraction" or v)}}
+              "side": side, **{k: v for k, v in s.items() if k != "n_replicates" and (k != "head_fraction" or v)
+                 and (k != "move_proposal" or v != "model")}}
     if s["lambdas"] == "auto":
         config["target"] = _deepest(thr, side)
     else:

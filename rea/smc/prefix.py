@@ -84,7 +84,9 @@ def prefix_observable(spec, lm=None, prompt: str | None = None, tokens=None) -> 
         return PrefixObservable(lambda tok, lp: lp.sum(axis=1), "logprob")
     if key == "count":
         ids = count_token_ids(lm, tokens)
-        return PrefixObservable(lambda tok, lp: np.isin(tok, ids).sum(axis=1).astype(np.float64), "count")
+        obs = PrefixObservable(lambda tok, lp: np.isin(tok, ids).sum(axis=1).astype(np.float64), "count")
+        obs.token_ids = ids  # the counted tokens, for a proposal tilted toward them (rea.tps.kernel.local_tilt)
+        return obs
     if key == "ari":
         text = prompt if isinstance(prompt, str) else ""
         return PrefixObservable(lambda tok, lp: ari_text([text + lm.decode(row) for row in tok]), "ari")

@@ -22,6 +22,17 @@ It is Metropolis–Hastings with the independent proposal q(x'_{<c}) = p_M(x'_{<
 completion (α = min(1, e^{−λΔφ})). Forward shooting accepts only late cuts at strong bias, head shooting only heads
 whose suffix stays likely; a fixed mixture (each move's kind drawn independently of the state) keeps p_λ invariant.
 
+A *proposal move* (:func:`proposal_moves`; ``shoot(..., proposal=q)``) is forward shooting whose suffix is drawn
+from a proposal q (:class:`rea.sampling.Proposal`, e.g. a local tilt: :func:`local_tilt`) instead of p_M, accepted
+with the Metropolis–Hastings ratio of the suffixes s = x_{≥c}, s' = x'_{≥c}:
+
+    α = min(1, [p_M(s' | x_{<c}) q(s | x_{<c})] / [p_M(s | x_{<c}) q(s' | x_{<c})] · e^{−λ_b (φ(x') − φ(x))}).
+
+For an additive observable φ = Σ_t φ_t(x_t) (a token count, Log-Prob) the local tilt q(v | x_{<t}) ∝
+p_M(v | x_{<t}) e^{−λ φ_t(v)} gives α = min(1, Π_{t≥c} C_t(x'_{<t}) / Π_{t≥c} C_t(x_{<t})), C_t the per-step
+normaliser: the proposal already carries the bias, so early cuts are accepted at strong bias too and the whole
+completion is refreshed, where forward shooting from p_M accepts only late cuts and leaves the start frozen.
+
 The random numbers are inputs (:func:`draw_moves`), so a row's moves depend on its state and its numbers only, not
 on the batch it shares or the order in which its moves complete.
 """
@@ -33,7 +44,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rea.lm.threads import decode_threads, torch_threads
-from rea.sampling import regenerate, score
+from rea.sampling import LogitBias, Proposal, Temperature, regenerate, regenerate_from, score
 from rea.tps.move import metropolis_accept, select_shooting_points
 from rea.tps.shooting import make_shooter
 
@@ -145,8 +156,83 @@ def head_moves(lm, prompt_ids, tokens, logp, phi, lam, cut, uniforms, accept, ob
             np.where(ok, new_phi, phi), ok)
 
 
+def local_tilt(observable, lam: float) -> Proposal | None:
+    """The local tilt q(v | x_{<t}) ∝ p_M(v | x_{<t}) e^{−λ φ_t(v)} of an additive observable at bias ``lam``, or None.
+
+    ``observable`` a :class:`rea.smc.PrefixObservable`: ``"count"`` (φ_t = 1[v ∈ S]) gives
+    :class:`rea.sampling.LogitBias` (S, −λ); ``"logprob"`` (φ_t = log p_M(v | ·), so q ∝ p_M^{1−λ}) gives
+    :class:`rea.sampling.Temperature` (1/(1 − λ)), for λ < 1; any other observable (not additive per token, or its
+    tilt not a fixed logit map: Repeats depends on the previous token, ARI on the text) gives None (forward shooting
+    from p_M).
+    """
+    name, lam = getattr(observable, "name", None), float(lam)
+    if lam == 0:
+        return None
+    if name == "count":
+        return LogitBias(observable.token_ids, -lam)
+    if name == "logprob":
+        if lam >= 1:
+            raise ValueError(f"the local tilt of logprob needs λ < 1 (q ∝ p_M^(1−λ)), got λ = {lam:g}")
+        return Temperature(1.0 / (1.0 - lam))
+    return None
+
+
+def proposal_log_alpha(logp, logq, new_logp, new_logq, cut, lam, phi, new_phi) -> np.ndarray:
+    r"""log α ``[B]`` of proposal moves: min(0, Σ_{t ≥ c_b} [(new_logp − new_logq) − (logp − logq)][b, t] −
+    λ_b (φ'_b − φ_b)), for per-token log p_M and log q ``[B, L]`` of the current and proposed completions (log q of
+    the current one under the same q), cuts ``cut [B]``, biases ``lam`` (scalar or ``[B]``), ``phi``, ``new_phi``
+    ``[B]``."""
+    after = np.arange(np.shape(logp)[1])[None, :] >= np.asarray(cut)[:, None]
+    gain = (np.asarray(new_logp) - np.asarray(new_logq)) - (np.asarray(logp) - np.asarray(logq))
+    log_ratio = np.sum(np.where(after, gain, 0.0), axis=1)
+    return np.minimum(0.0, log_ratio - np.asarray(lam) * (np.asarray(new_phi) - np.asarray(phi)))
+
+
+def proposal_moves(lm, prompt_ids, tokens, logp, logq, phi, lam, cut, uniforms, accept, observable,
+                   proposal: Proposal):
+    r"""One proposal move of each of B rows -> (tokens ``[B, L]``, logp, logq ``[B, L]``, φ ``[B]``, accepted ``[B]``).
+
+    Row b keeps x_{<c} (c = ``cut[b]``), draws the suffix from ``proposal`` q by the Gumbel-max of
+    ``uniforms[b]`` (:func:`rea.sampling.regenerate_from`, all rows in lockstep) and accepts iff ``accept[b]`` < α
+    (:func:`proposal_log_alpha`). ``logq`` ``[B, L]`` is the rows' per-token log q under ``proposal`` (e.g.
+    :func:`rea.sampling.score` with ``proposal=``); a new state's log q keeps the old prefix's values.
+    """
+    new_tokens, new_logp, new_logq = regenerate_from(lm, prompt_ids, tokens, cut, uniforms, proposal, logp)
+    after = np.arange(np.shape(tokens)[1])[None, :] >= np.asarray(cut)[:, None]
+    new_logq = np.where(after, new_logq, logq)
+    new_phi = observable(new_tokens, new_logp)
+    ok = np.asarray(accept) < np.exp(proposal_log_alpha(logp, logq, new_logp, new_logq, cut, lam, phi, new_phi))
+    pick = ok[:, None]
+    return (np.where(pick, new_tokens, tokens), np.where(pick, new_logp, logp), np.where(pick, new_logq, logq),
+            np.where(ok, new_phi, phi), ok)
+
+
+def _shoot_proposal(lm, prompt_ids, tokens, logp, phi, lam, moves: Moves, observable, proposal, on_moves) -> Shot:
+    """:func:`shoot` with the suffixes drawn from ``proposal``: m rounds of :func:`proposal_moves` (lockstep)."""
+    tokens, logp = np.array(tokens, dtype=np.int64), np.array(logp, dtype=np.float64)
+    phi = np.array(phi, dtype=np.float64)
+    n_rows, length = tokens.shape
+    out = Shot(tokens, logp, phi, np.zeros(n_rows, np.int64), np.zeros(n_rows, np.int64),
+               np.full(n_rows, length, np.int64))
+    if n_rows == 0 or moves.n_moves == 0:
+        return out
+    lam = np.broadcast_to(np.asarray(lam, dtype=np.float64), (n_rows,))
+    logq = score(lm, prompt_ids, tokens, proposal=proposal)
+    for j in range(moves.n_moves):
+        cut = moves.cut[:, j]
+        tokens, logp, logq, phi, ok = proposal_moves(lm, prompt_ids, tokens, logp, logq, phi, lam, cut,
+                                                     moves.uniforms[:, j], moves.accept[:, j], observable, proposal)
+        out.accepted += ok
+        out.generated += length - cut
+        out.min_cut[ok] = np.minimum(out.min_cut[ok], cut[ok])
+        if on_moves is not None:
+            on_moves(n_rows)
+    out.tokens, out.logp, out.phi = tokens, logp, phi
+    return out
+
+
 def shoot(lm, prompt_ids, tokens, logp, phi, lam, moves: Moves, observable, batching: str = "auto",
-          on_moves=None) -> Shot:
+          on_moves=None, proposal: Proposal | None = None) -> Shot:
     """Apply the m moves of ``moves`` to each row (in order), at biases ``lam`` (scalar or ``[B]``).
 
     ``tokens``, ``logp`` ``[B, L]`` and ``phi`` ``[B]`` are the rows' states (not modified); ``observable`` maps
@@ -155,8 +241,16 @@ def shoot(lm, prompt_ids, tokens, logp, phi, lam, moves: Moves, observable, batc
 
     Head moves (``moves.head``, :func:`head_moves`) break a row's run of forward moves: with any of them, the moves
     go in rounds j = 1..m, the forward moves of round j through a shooter of their own (one move per row), then its
-    head moves. Without any, every row runs its m forward moves at its own pace through one shooter.
+    head moves. Without any, every row runs its m forward moves at its own pace through one shooter. With a
+    ``proposal`` q (one λ for all rows; no head moves) every move is a proposal move (:func:`proposal_moves`), in
+    lockstep rounds.
     """
+    if proposal is not None:
+        if np.any(moves.head):
+            raise ValueError("head moves and a proposal cannot be combined: use head_fraction=0 with a proposal")
+        if np.ndim(lam) and np.ptp(lam) != 0:
+            raise ValueError("a proposal move needs one bias for all rows (its q is tilted at that λ)")
+        return _shoot_proposal(lm, prompt_ids, tokens, logp, phi, lam, moves, observable, proposal, on_moves)
     if np.any(moves.head):
         return _shoot_mixed(lm, prompt_ids, tokens, logp, phi, lam, moves, observable, batching, on_moves)
     tokens, logp = np.array(tokens, dtype=np.int64), np.array(logp, dtype=np.float64)
