@@ -60,3 +60,25 @@ def test_notebook_pages_are_the_toc_pages_jupyter_book_executes():
 
     names = [p.name for p in execute.notebook_pages()]
     assert [n for n in names if n in CHAPTERS.values()] == list(CHAPTERS.values())
+
+
+def test_the_summary_page_runs_after_the_chapters_and_again_when_one_changed(tmp_path):
+    """The introduction reads the executed chapters: it runs last, and again whenever a chapter was executed, though
+    its own code (jupyter-cache's key) did not change; not when nothing did."""
+    from jupyter_cache import get_cache
+
+    from rea.book import execute
+
+    cache = tmp_path / "_build" / ".jupyter_cache"
+    pages = [_chapter(tmp_path / "a.md", "print(1)"),
+             _chapter(tmp_path / "intro.md", "import time; print(time.time_ns())")]
+
+    def summary_output():
+        _, nb = get_cache(str(cache)).merge_match_into_notebook(execute.read_notebook(pages[1]))
+        return [c for c in nb.cells if c.cell_type == "code"][0].outputs[0]["text"]
+
+    assert execute.execute_book(pages, cache, jobs=1, progress=False) == []
+    first = summary_output()
+    assert execute.execute_book(pages, cache, jobs=1, progress=False) == [] and summary_output() == first
+    _chapter(pages[0], "print(2)")
+    assert execute.execute_book(pages, cache, jobs=1, progress=False) == [] and summary_output() != first

@@ -108,6 +108,19 @@ def execute(paths: list[Path], cache_dir: Path, jobs: int = 2, timeout: int = 18
     return failed
 
 
+def execute_book(paths: list[Path], cache_dir: Path, jobs: int = 2, summary_pages=SUMMARY_PAGES,
+                 progress: bool = True) -> list[str]:
+    """:func:`execute` the pages of ``paths``: the chapters first, then the pages named in ``summary_pages``, which
+    are executed again (:func:`forget`) whenever a chapter was. Returns one line per failed page."""
+    chapters = [p for p in paths if Path(p).name not in summary_pages]
+    summaries = [p for p in paths if Path(p).name in summary_pages]
+    executed = pending(cache_dir, chapters)
+    failed = execute(chapters, cache_dir, jobs=jobs, progress=progress)
+    if executed:
+        forget(cache_dir, summaries)
+    return failed + execute(summaries, cache_dir, jobs=1, progress=progress)
+
+
 def forget(cache_dir: Path, paths: list[Path]) -> None:
     """Drop the cached executions of ``paths`` (if any), so that the next :func:`execute` runs them again."""
     from jupyter_cache import get_cache
@@ -149,13 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         from rea.lm import embedded_model_dir  # a chapter's output (stderr there fails the -W build)
 
         embedded_model_dir()
-    chapters = [p for p in paths if p.name not in SUMMARY_PAGES]
-    summaries = [p for p in paths if p.name in SUMMARY_PAGES]
-    executed = pending(args.cache, chapters)
-    failed = execute(chapters, args.cache, jobs=args.jobs)
-    if executed:
-        forget(args.cache, summaries)
-    failed += execute(summaries, args.cache, jobs=1)
+    failed = execute_book(paths, args.cache, jobs=args.jobs)
     for line in failed:
         print(line, file=sys.stderr)
     print(f"rea.book.execute: {len(paths) - len(failed)} of {len(paths)} chapters cached "
