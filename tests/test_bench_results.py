@@ -1,6 +1,7 @@
 """rea.book.bench: the deep-tail benchmark's JSON (``bench/bench_tails.py --json``) read and typeset for the book,
-and the committed results checked against the code they measure (:func:`test_committed_result_is_not_older_than_its_code`
-fails on a stale ``bench/results/*.json``, naming the command that regenerates it)."""
+and the committed results checked against the code they measure
+(:func:`test_committed_result_is_not_older_than_its_code` fails on a stale ``bench/results/*.json``, naming the
+command that regenerates it)."""
 
 from __future__ import annotations
 

@@ -4,13 +4,16 @@ A claim "method A scores better than method B" is decided on the per-target diff
 targets being the units both methods saw: :func:`paired_bootstrap` gives the mean difference and its percentile
 interval, resampling targets (within strata, e.g. model depths, so each stratum keeps its size). Chapter 7 scores
 single-token estimators per target with :func:`held_out_losses` (the per-target terms of
-:func:`rea.single_token.fitted_is_loss`, whose mean they equal). :func:`decide_all` combines three-valued decisions
-of a claim that is a conjunction ("beats every other method").
+:func:`rea.single_token.fitted_is_loss`, whose mean they equal); :func:`decide_paired` applies the rule to the
+interval (at least :data:`rea.book.rules.MIN_COUNTED` targets); :func:`rea.book.rules.decide_all` combines the
+three-valued decisions of a claim that is a conjunction ("beats every other method").
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from rea.book.rules import MIN_COUNTED, decide_all, decide_effect  # noqa: F401  (decide_all: for chapter 7)
 
 
 def held_out_losses(p, p_hat, folds: int = 2, seed: int = 0, floor: float = 1e-12) -> np.ndarray:
@@ -61,13 +64,14 @@ def paired_bootstrap(diff, strata=None, level: float = 0.95, n_boot: int = 10_00
     return float(diff.mean()), float(lo), float(hi)
 
 
-def decide_all(decisions) -> bool | None:
-    """A conjunction of three-valued decisions: ``False`` if one is ``False``, ``True`` if all are ``True``, else
-    ``None``. For a claim that holds only if each part holds ("MHIS beats every other method"): one part shown
-    absent refutes it, and it is shown only when every part is."""
-    decisions = list(decisions)
-    if not decisions:
-        return None
-    if any(d is False for d in decisions):
-        return False
-    return True if all(d is True for d in decisions) else None
+def decide_paired(diff, smallest: float, strata=None, level: float = 0.95, seed: int = 0,
+                  min_n: int = MIN_COUNTED) -> tuple[float, float, float, bool | None]:
+    """``(mean, lo, hi, holds)``: :func:`paired_bootstrap` of ``diff`` and the ``effect`` rule
+    (:func:`rea.book.rules.decide_effect` with ``smallest``) on its interval; fewer than ``min_n`` targets (the
+    bootstrap of one or two values says nothing about their spread): NaN ends and ``None``."""
+    diff = np.asarray(diff, float)
+    if len(diff) < min_n:
+        return (float(diff.mean()) if len(diff) else float("nan")), float("nan"), float("nan"), None
+    m, lo, hi = paired_bootstrap(diff, strata, level=level, seed=seed)
+    return m, lo, hi, decide_effect(lo, hi, smallest)
+

@@ -98,10 +98,10 @@ def effect_interval(estimate: float, se: float, z: float = 2.0) -> tuple[float, 
 
 
 def informative(lo, hi, hits=None, max_decades: float = MAX_DECADES, min_hits: float = MIN_HITS):
-    """Whether intervals ``[lo, hi]`` of probabilities say something: ``0 < lo``, ``hi < 1``, ``hi/lo ≤ 10^max_decades``.
+    """Whether intervals ``[lo, hi]`` of probabilities say something: ``0 < lo``, ``hi < 1``, ``hi/lo ≤ 10^d``.
 
-    ``lo``, ``hi`` (and ``hits``, the effective number of hits behind each estimate, if given: at least
-    ``min_hits``) are scalars or arrays of one shape; returns a bool or a bool array of that shape.
+    ``d`` is ``max_decades``. ``lo``, ``hi`` (and ``hits``, the effective number of hits behind each estimate, if
+    given: at least ``min_hits``) are scalars or arrays of one shape; returns a bool or a bool array of that shape.
     """
     lo, hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -112,7 +112,8 @@ def informative(lo, hi, hits=None, max_decades: float = MAX_DECADES, min_hits: f
 
 
 def allowed_misses(n: int, level: float) -> int:
-    """The 99 % quantile of Binomial(n, 1 − level): the most misses of ``n`` calibrated ``level`` intervals, 99 in 100."""
+    """The 99 % quantile of Binomial(n, 1 − level): the most misses ``n`` calibrated ``level`` intervals give, 99
+    times in 100."""
     from scipy.stats import binom
 
     return int(binom.ppf(0.99, n, 1.0 - level))
@@ -144,3 +145,13 @@ def decide_agreement(a: tuple[float, float], b: tuple[float, float], a_informati
     if not overlap:
         return False
     return True if (a_informative and b_informative) else None
+
+
+def decide_all(decisions) -> bool | None:
+    """A claim that holds only if each of its parts holds ("beats every other method", "for both observables"),
+    from the parts' three-valued decisions: ``False`` if one part is ``False`` (one part shown absent refutes it),
+    ``True`` if every part is ``True``, ``None`` otherwise (and for no parts)."""
+    decisions = [d if d is None else bool(d) for d in decisions]
+    if any(d is False for d in decisions):
+        return False
+    return True if decisions and all(d is True for d in decisions) else None
