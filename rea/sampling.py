@@ -466,40 +466,35 @@ def score(lm, prompt: str | list[int], tokens, lengths=None, batch_size: int | N
     return out
 
 
-def regenerate_from(lm, prompt_ids, tokens, cut, uniforms, proposal: Proposal, logp=None):
-    """:func:`regenerate` with the suffix drawn from ``proposal`` q instead of p_M: keeps ``tokens[b, :cut[b]]``,
-    draws positions ``cut[b]..L−1`` from q by the Gumbel-max of ``uniforms[B, L]`` -> ``(new_tokens[B, L],
-    logp[B, L], logq[B, L])``: per-token log p_M of the whole new completion and log q of its drawn positions
-    (log q = log p_M at the kept positions, which q did not draw). No EOS handling (fixed-length completions)."""
+def _check_cuts(tokens, cut, logp=None) -> tuple[np.ndarray, np.ndarray]:
+    """``tokens [B, L]``, ``cut [B]`` as int64, cuts in [0, L), ``logp`` None or ``[B, L]``, else a ValueError."""
     tokens, cut = np.asarray(tokens, dtype=np.int64), np.asarray(cut, dtype=np.int64)
-    if tokens.ndim != 2 or cut.shape != (tokens.shape[0],):
-        raise ValueError(f"tokens must be [B, L] and cut [B]; got {tokens.shape} and {cut.shape}")
-    if (cut < 0).any() or (cut >= tokens.shape[1]).any():
-        raise ValueError(f"cut points must lie in [0, {tokens.shape[1]}) (L = completion length)")
-    new, new_logp, new_logq, _ = _decode(lm, prompt_ids, uniforms, proposal, forced=tokens, cut=cut, forced_logp=logp)
-    return new, new_logp, new_logq
-
-
-def regenerate(lm, prompt_ids, tokens, cut, uniforms, logp=None, stop_at_eos: bool = False):
-    """The TPS forward-shooting move for B chains at once.
-
-    Keeps ``tokens[b, :cut[b]]`` and redraws positions ``cut[b]..L−1`` from p_M (temperature 1) with the given
-    ``uniforms[B, L]`` (only positions ≥ cut are used). ``logp[B, L]``, the per-token log p_M of the current
-    ``tokens``, saves re-scoring the kept prefix (its terms are unchanged: same tokens, same context); without it
-    the prefix is teacher-forced. Returns ``(new_tokens[B, L], logp[B, L], lengths[B])``, ``logp`` being the
-    per-token log p_M of the whole new completion, kept prefix included. With ``stop_at_eos`` a row whose kept
-    prefix already holds EOS stays ended: what follows its first EOS becomes EOS padding with log-prob 0, as in
-    :func:`sample`, and ``lengths`` ends it there.
-    """
-    tokens = np.asarray(tokens, dtype=np.int64)
-    cut = np.asarray(cut, dtype=np.int64)
     if tokens.ndim != 2 or cut.shape != (tokens.shape[0],):
         raise ValueError(f"tokens must be [B, L] and cut [B]; got {tokens.shape} and {cut.shape}")
     if (cut < 0).any() or (cut >= tokens.shape[1]).any():
         raise ValueError(f"cut points must lie in [0, {tokens.shape[1]}) (L = completion length)")
     if logp is not None and np.shape(logp) != tokens.shape:
         raise ValueError(f"logp must have the shape of tokens {tokens.shape}, got {np.shape(logp)}")
-    new, new_logp, _, lengths = _decode(
-        lm, prompt_ids, uniforms, forced=tokens, cut=cut, forced_logp=logp, stop_at_eos=stop_at_eos
-    )
+    return tokens, cut
+
+
+def regenerate_from(lm, prompt_ids, tokens, cut, uniforms, proposal: Proposal, logp=None):
+    """:func:`regenerate` drawing the suffix from ``proposal`` -> ``(tokens, logp, logq)`` ``[B, L]`` (log q of the
+    drawn positions; log p_M at the kept ones). Fixed-length completions (no EOS handling)."""
+    tokens, cut = _check_cuts(tokens, cut, logp)
+    return _decode(lm, prompt_ids, uniforms, proposal, forced=tokens, cut=cut, forced_logp=logp)[:3]
+
+
+def regenerate(lm, prompt_ids, tokens, cut, uniforms, logp=None, stop_at_eos: bool = False):
+    """The TPS forward-shooting move for B chains at once: keeps ``tokens[b, :cut[b]]`` and redraws positions
+    ``cut[b]..L−1`` from p_M (temperature 1) with the given ``uniforms[B, L]`` (only positions ≥ cut are used).
+    ``logp[B, L]``, the per-token log p_M of the current ``tokens``, saves re-scoring the kept prefix (its terms are
+    unchanged); without it the prefix is teacher-forced. Returns ``(new_tokens[B, L], logp[B, L], lengths[B])``, ``logp`` being the
+    per-token log p_M of the whole new completion, kept prefix included. With ``stop_at_eos`` a row whose kept
+    prefix already holds EOS stays ended: what follows its first EOS becomes EOS padding with log-prob 0, as in
+    :func:`sample`, and ``lengths`` ends it there.
+    """
+    tokens, cut = _check_cuts(tokens, cut, logp)
+    new, new_logp, _, lengths = _decode(lm, prompt_ids, uniforms, forced=tokens, cut=cut, forced_logp=logp,
+                                        stop_at_eos=stop_at_eos)
     return new, new_logp, lengths

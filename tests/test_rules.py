@@ -13,7 +13,9 @@ from rea.book.rules import (
     decide_all,
     decide_coverage,
     decide_effect,
+    decide_exact,
     effect_interval,
+    gross_bound,
     informative,
 )
 
@@ -83,10 +85,26 @@ def test_paired_bootstrap_interval_covers_a_known_mean_and_decides():
     assert decide_paired(d[:2], smallest=0.5)[3] is None  # two targets: no interval
 
 
-def test_held_out_losses_average_to_the_fitted_loss():
-    from rea.single_token import fitted_is_loss
+def test_held_out_losses_score_each_target_by_the_other_folds_fit():
+    """Each target's loss is L(p, a·p̂^c) with (a, c) fitted on the other fold (by hand, two folds of six targets)."""
+    from rea.single_token import fit_log_affine
 
     rng = np.random.default_rng(1)
     p = 10 ** rng.uniform(-9, -5, 12)
     p_hat = p * np.exp(rng.normal(0, 1, 12))
-    assert held_out_losses(p, p_hat).mean() == pytest.approx(fitted_is_loss(p, p_hat), rel=1e-12)
+    got = held_out_losses(p, p_hat, folds=2, seed=3)
+    perm = np.random.default_rng(3).permutation(12)
+    for test, train in ((perm[0::2], perm[1::2]), (perm[1::2], perm[0::2])):
+        a, c = fit_log_affine(p[train], p_hat[train])
+        d = np.log(p[test]) - (np.log(a) + c * np.log(p_hat[test]))
+        np.testing.assert_allclose(got[test], np.exp(d) - d - 1, rtol=1e-5, atol=1e-7)  # Nelder–Mead to ~1e-8
+
+
+def test_exact_rule_fails_on_one_gross_miss_however_few_the_biases():
+    """Six chain means with t intervals on 5 df (the review's case: misses at 4.5 and 9.9 SE passed by count alone):
+    two misses of modest size pass, one at 9.9 SE fails by itself; three misses fail by count."""
+    assert gross_bound(6, df=5) == pytest.approx(6.14, abs=0.01) and gross_bound(6) == pytest.approx(3.14, abs=0.01)
+    assert decide_exact([0.5, -1.0, 4.5, -3.2, 0.1, 1.0], df=5) is True
+    assert decide_exact([0.5, -1.0, 4.5, -9.9, 0.1, 1.0], df=5) is False
+    assert decide_exact([3.5, -3.5, 3.5, 0.0, 0.1, 1.0], df=5) is False
+    assert decide_exact([0.5, float("nan"), 1.0], df=5) is None  # two counted: no check

@@ -15,8 +15,9 @@ finding of the papers is reproduced only beyond its uncertainty, not reproduced 
 see it, inconclusive otherwise; a check of the book's own passes only on an exact answer or an informative
 independent estimate). :func:`findings_table` collects the chapter's findings into the table "Paper finding — this
 run — rule — verdict" that ends the chapter, and glues them as JSON under ``findings-<chapter>`` for the
-introduction's summary of the whole book (:mod:`rea.book.summary`). ``tests/test_findings.py`` fails when a chapter types either phrase of a
-finding into its prose instead of quoting the glue, or quotes a finding it never records.
+introduction's summary of the whole book (:mod:`rea.book.summary`). ``tests/test_findings.py`` fails when a
+chapter types either phrase of a finding into its prose instead of quoting the glue, or quotes a finding it never
+records, or decides one without a rule or by ``any(...)``.
 
 The verdict of a finding is ``"reproduced"`` (``holds`` true), ``"not reproduced"`` (false) or ``"inconclusive"``
 (``holds`` is ``None``: the run cannot decide, e.g. no bias passed Gelman--Rubin), whose phrase is ``unsure``. A

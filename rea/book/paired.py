@@ -3,10 +3,11 @@
 A claim "method A scores better than method B" is decided on the per-target differences of their scores, the
 targets being the units both methods saw: :func:`paired_bootstrap` gives the mean difference and its percentile
 interval, resampling targets (within strata, e.g. model depths, so each stratum keeps its size). Chapter 7 scores
-single-token estimators per target with :func:`held_out_losses` (the per-target terms of
-:func:`rea.single_token.fitted_is_loss`, whose mean they equal); :func:`decide_paired` applies the rule to the
-interval (at least :data:`rea.book.rules.MIN_COUNTED` targets); :func:`rea.book.rules.decide_all` combines the
-three-valued decisions of a claim that is a conjunction ("beats every other method").
+single-token estimators per target with ``held_out_losses``
+(:func:`rea.single_token.evaluation.held_out_is_losses`, the per-target terms of
+:func:`rea.single_token.fitted_is_loss`, re-exported here); :func:`decide_paired` applies the rule to the interval
+(at least :data:`rea.book.rules.MIN_COUNTED` targets); :func:`rea.book.rules.decide_all` combines the three-valued
+decisions of a claim that is a conjunction ("beats every other method").
 """
 
 from __future__ import annotations
@@ -14,29 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from rea.book.rules import MIN_COUNTED, decide_all, decide_effect  # noqa: F401  (decide_all: for chapter 7)
-
-
-def held_out_losses(p, p_hat, folds: int = 2, seed: int = 0, floor: float = 1e-12) -> np.ndarray:
-    """Per-target Itakura–Saito losses after the held-out log-affine fit of :func:`rea.single_token.fitted_is_loss`.
-
-    The same folds (``default_rng(seed).permutation``) and fits, so the mean of the returned array is
-    ``fitted_is_loss(p, p_hat, folds, seed, floor)``; each target's loss uses the fit of the other folds.
-    """
-    from rea.single_token import fit_log_affine
-
-    p = np.asarray(p, float)
-    q = np.maximum(np.asarray(p_hat, float), floor)
-    n = len(p)
-    if n < 2 * folds:
-        raise ValueError(f"need at least 2·folds = {2 * folds} targets for a held-out fit, got {n}")
-    perm = np.random.default_rng(seed).permutation(n)
-    losses = np.empty(n)
-    for f in range(folds):
-        test = perm[f::folds]
-        a, c = fit_log_affine(p[np.setdiff1d(perm, test)], q[np.setdiff1d(perm, test)], floor)
-        d = np.clip(np.log(p[test]) - (np.log(a) + c * np.log(q[test])), -700, 700)
-        losses[test] = np.exp(d) - d - 1
-    return losses
+from rea.single_token.evaluation import held_out_is_losses as held_out_losses  # noqa: F401  (for chapter 7)
 
 
 def paired_bootstrap(diff, strata=None, level: float = 0.95, n_boot: int = 10_000,

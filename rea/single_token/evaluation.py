@@ -53,8 +53,10 @@ def fit_log_affine(p, p_hat, floor: float = 1e-12) -> tuple[float, float]:
     return float(np.exp(best.x[0])), float(best.x[1])
 
 
-def fitted_is_loss(p, p_hat, folds: int = 2, seed: int = 0, floor: float = 1e-12) -> float:
-    """Mean IS loss after a log-affine fit ``p̂ → a·p̂^c`` chosen on held-out targets (``folds``-fold cross-fit)."""
+def held_out_is_losses(p, p_hat, folds: int = 2, seed: int = 0, floor: float = 1e-12) -> np.ndarray:
+    """Per-target IS losses ``[n]`` after a log-affine fit ``p̂ → a·p̂^c`` chosen on held-out targets: the targets are
+    split into ``folds`` folds (``default_rng(seed).permutation``), and each target is scored by the fit of the other
+    folds. Zeros in ``p_hat`` are replaced by ``floor``."""
     p = np.asarray(p, float)
     q = np.maximum(np.asarray(p_hat, float), floor)
     n = len(p)
@@ -67,7 +69,13 @@ def fitted_is_loss(p, p_hat, folds: int = 2, seed: int = 0, floor: float = 1e-12
         train = np.setdiff1d(perm, test)
         a, c = fit_log_affine(p[train], q[train], floor)
         losses[test] = _log_is_loss(np.log(p[test]), np.log(a) + c * np.log(q[test]))
-    return float(losses.mean())
+    return losses
+
+
+def fitted_is_loss(p, p_hat, folds: int = 2, seed: int = 0, floor: float = 1e-12) -> float:
+    """Mean IS loss after a log-affine fit ``p̂ → a·p̂^c`` chosen on held-out targets (``folds``-fold cross-fit): the
+    mean of :func:`held_out_is_losses`."""
+    return float(held_out_is_losses(p, p_hat, folds, seed, floor).mean())
 
 
 def optimal_constant(p, loss: str = "is") -> float:
