@@ -489,10 +489,10 @@ def regenerate(lm, prompt_ids, tokens, cut, uniforms, logp=None, stop_at_eos: bo
     """The TPS forward-shooting move for B chains at once: keeps ``tokens[b, :cut[b]]`` and redraws positions
     ``cut[b]..L−1`` from p_M (temperature 1) with the given ``uniforms[B, L]`` (only positions ≥ cut are used).
     ``logp[B, L]``, the per-token log p_M of the current ``tokens``, saves re-scoring the kept prefix (its terms are
-    unchanged); without it the prefix is teacher-forced. Returns ``(new_tokens[B, L], logp[B, L], lengths[B])``, ``logp`` being the
-    per-token log p_M of the whole new completion, kept prefix included. With ``stop_at_eos`` a row whose kept
-    prefix already holds EOS stays ended: what follows its first EOS becomes EOS padding with log-prob 0, as in
-    :func:`sample`, and ``lengths`` ends it there.
+    unchanged); without it the prefix is teacher-forced. Returns ``(new_tokens[B, L], logp[B, L], lengths[B])``,
+    ``logp`` being the per-token log p_M of the whole new completion, kept prefix included. With ``stop_at_eos`` a
+    row whose kept prefix already holds EOS stays ended: what follows its first EOS becomes EOS padding with
+    log-prob 0, as in :func:`sample`, and ``lengths`` ends it there.
     """
     tokens, cut = _check_cuts(tokens, cut, logp)
     new, new_logp, _, lengths = _decode(lm, prompt_ids, uniforms, forced=tokens, cut=cut, forced_logp=logp,

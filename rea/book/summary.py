@@ -129,12 +129,14 @@ def _listing(rows: list[dict]) -> str:
     return "; ".join(f"{r['paper'].removeprefix('(this book)').strip()} (ch. {number[r['chapter']]})" for r in rows)
 
 
-def summary_sentences(notebooks: dict[str, object], rows: list[dict]) -> str:
+def summary_sentences(notebooks: dict[str, object], rows: list[dict], budget_factor: str | None = None) -> str:
     """The introduction's summary, in sentences computed from this build's chapters (markdown, one paragraph each).
 
     Counts by verdict; chapters not executed; the profiles run (and that the ``paper`` profile was not, where so);
-    the papers' findings not reproduced, the book's checks that fail; and where the book reaches its deepest tails,
-    with which method and checked against what (chapter 9's glued numbers and findings).
+    the papers' findings not reproduced (with ``budget_factor``, the typeset ratio of the paper's tokens per
+    observable to this profile's, as the reason to read them as "at this budget"), the book's checks that fail; and
+    where the book reaches its deepest tails, with which method and checked against what (chapter 9's glued numbers
+    and findings).
     """
     if not rows:
         return ("No chapter of this build has been executed yet, so there is nothing to sum up: `make book` executes "
@@ -157,7 +159,8 @@ def summary_sentences(notebooks: dict[str, object], rows: list[dict]) -> str:
                "here is not reproduced at a CPU's budget, not refuted at the paper's") + ".")
     not_reproduced = [r for r in rows if r["verdict"] == "not reproduced"]
     if not_reproduced:
-        out.append(f"Not reproduced at this budget: {_listing(not_reproduced)}.")
+        budget = f" ({budget_factor} times fewer tokens per observable than the paper's)" if budget_factor else ""
+        out.append(f"Not reproduced at this budget{budget}: {_listing(not_reproduced)}.")
     fails = [r for r in rows if r["verdict"] == "fails"]
     if fails:
         out.append(f"Checks of the book's own that fail: {_listing(fails)}.")
