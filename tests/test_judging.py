@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 
 from rea.book.judging import (
     cluster_ratio_interval,
@@ -61,7 +62,7 @@ def test_decide_bins_agree_fails_on_too_many_disjoint_and_needs_three_informativ
 
 def test_small_helpers():
     assert decide_all([True, True]) is True and decide_all([True, None]) is None and decide_all([None, False]) is False
-    assert kish([1, 1, 1, 0]) == 3.0 and kish([0, 0]) == 0.0
+    assert kish([1, 1, 1, 0]) == pytest.approx(3.0) and kish([0, 0]) == 0.0
     assert separation([0, 1, 2], [10, 11, 12]) > 1 > separation([0, 1, 2], [0.5, 1.5, 2.5])
     assert t_inflation(3) > 1.6 and 1 < t_inflation(1000) < 1.01
     rng = np.random.default_rng(0)

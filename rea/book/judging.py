@@ -174,7 +174,12 @@ def cluster_ratio_interval(x, in_a, in_b, cluster, level: float = 0.96, n_boot: 
 
 
 def kish(w) -> float:
-    """Kish's effective number of samples of weights ``w``: ``(Σw)² / Σw²`` (0 for no weight)."""
+    """Kish's effective number of samples of (non-negative) weights ``w``, ``(Σw)² / Σw²``
+    (:func:`rea.stats.effective_sample_size` of log w); 0 when no weight is positive."""
+    from rea.stats import effective_sample_size
+
     w = np.asarray(w, dtype=float)
-    s2 = float(np.sum(w * w))
-    return float(np.sum(w)) ** 2 / s2 if s2 > 0 else 0.0
+    if not np.any(w > 0):
+        return 0.0
+    with np.errstate(divide="ignore"):
+        return effective_sample_size(np.log(w))
