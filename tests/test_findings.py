@@ -140,5 +140,5 @@ def test_findings_table_glues_the_record_the_summary_reads(monkeypatch):
     assert "1 findings of the papers: 0 reproduced, 0 not reproduced and 1 inconclusive" in text
     assert "1 checks of the book's own: 0 pass, 1 fail" in text
     assert "Checks of the book's own that fail: c (ch. 1)" in text
-    assert "none at `paper`" in text
+    assert "none at 'paper'" in text and "`" not in text
     assert "nothing to sum up" in summary.summary_sentences({"test-sum": None}, [])

@@ -130,7 +130,7 @@ def _listing(rows: list[dict]) -> str:
 
 
 def summary_sentences(notebooks: dict[str, object], rows: list[dict], budget_factor: str | None = None) -> str:
-    """The introduction's summary, in sentences computed from this build's chapters (markdown, one paragraph each).
+    """The introduction's summary, in sentences computed from this build's chapters (plain text, for ``{glue:text}``).
 
     Counts by verdict; chapters not executed; the profiles run (and that the ``paper`` profile was not, where so);
     the papers' findings not reproduced (with ``budget_factor``, the typeset ratio of the paper's tokens per
@@ -139,7 +139,7 @@ def summary_sentences(notebooks: dict[str, object], rows: list[dict], budget_fac
     and findings).
     """
     if not rows:
-        return ("No chapter of this build has been executed yet, so there is nothing to sum up: `make book` executes "
+        return ("No chapter of this build has been executed yet, so there is nothing to sum up: make book executes "
                 "the chapters first and this page last.")
     counts = verdict_counts(rows)
     n_paper = sum(v for (kind, _), v in counts.items() if kind == COLUMNS[0][0])
@@ -153,9 +153,9 @@ def summary_sentences(notebooks: dict[str, object], rows: list[dict], budget_fac
     if missing:
         out.append(f"Not executed in this build, and so not counted: {', '.join(missing)}.")
     profiles = sorted({str(r["profile"]) for r in rows})
-    ran = " and ".join(f"`{p}`" for p in profiles)
+    ran = " and ".join(f"'{p}'" for p in profiles)
     out.append(f"Every chapter counted here ran at the {ran} profile" + ("" if "paper" in profiles else
-               "; none at `paper`, the papers' budgets, which this build has not run: a finding not reproduced "
+               "; none at 'paper', the papers' budgets, which this build has not run: a finding not reproduced "
                "here is not reproduced at a CPU's budget, not refuted at the paper's") + ".")
     not_reproduced = [r for r in rows if r["verdict"] == "not reproduced"]
     if not_reproduced:
@@ -165,7 +165,7 @@ def summary_sentences(notebooks: dict[str, object], rows: list[dict], budget_fac
     if fails:
         out.append(f"Checks of the book's own that fail: {_listing(fails)}.")
     out += [sentence for sentence in [_deepest_tails(notebooks.get("deeper"), rows)] if sentence]
-    return "\n\n".join(out)
+    return " ".join(out)
 
 
 def _deepest_tails(nb, rows: list[dict]) -> str | None:
