@@ -128,6 +128,7 @@ def test_findings_table_glues_the_record_the_summary_reads(monkeypatch):
         "display_data", data={prefix + "text/plain": repr(glued["findings-test-sum"])},
         metadata={"scrapbook": {"name": "findings-test-sum", "mime_prefix": prefix}})]
     monkeypatch.setattr(summary, "CHAPTERS", {"test-sum": "x.md"})
+    monkeypatch.setattr(summary, "CHAPTER_NUMBER", {"test-sum": 1})
     rows = summary.book_findings({"test-sum": nb})
     assert [(r["key"], r["verdict"], r["rule"], r["profile"]) for r in rows] == [
         ("s0", "inconclusive", "agree", "quick"), ("s1", "fails", "coverage", "quick")]

@@ -7,7 +7,6 @@ import pytest
 
 from rea.book.judging import (
     cluster_ratio_interval,
-    decide_all,
     decide_at_least,
     decide_bins_agree,
     decide_within,
@@ -19,6 +18,7 @@ from rea.book.judging import (
     separation,
     t_inflation,
 )
+from rea.book.rules import decide_all
 
 
 def test_depth_below_and_deepest_reach_count_only_the_given_intervals():

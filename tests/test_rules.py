@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from rea.book.paired import decide_paired, held_out_losses, paired_bootstrap
+from rea.book import held_out_losses
+from rea.book.paired import decide_paired, paired_bootstrap
 from rea.book.rules import (
     RULES,
     allowed_misses,

@@ -34,7 +34,7 @@ from rea.book.judging import (
     separation,
     t_inflation,
 )
-from rea.book.paired import decide_paired, held_out_losses, paired_bootstrap
+from rea.book.paired import decide_paired, paired_bootstrap
 from rea.book.plots import COLORS, band, direct_hist, figure, floor_line, use_book_style, wilson_points
 from rea.book.profiles import PROFILES, chapter_settings
 from rea.book.records import TOLERANCES, record, record_figure, threshold_between
@@ -65,6 +65,7 @@ from rea.book.runs import (
     toy_tps_config,
 )
 from rea.book.typeset import sci
+from rea.single_token.evaluation import held_out_is_losses as held_out_losses  # chapter 7's per-target losses
 
 __all__ = [
     "CHAPTERS",

@@ -6,8 +6,8 @@
   decade", "within a factor of two");
 * :func:`median_interval` and :func:`difference_interval`: distribution-free interval of a median, Newcombe's
   interval of a difference of two proportions;
-* :func:`decide_bins_agree`: the ``agree`` rule over many bins or thresholds at once (:func:`rea.book.rules.
-  decide_all`, re-exported here: one claim made for several cases, e.g. both observables);
+* :func:`decide_bins_agree`: the ``agree`` rule over many bins or thresholds at once (a claim made for several
+  cases, e.g. both observables, combines its parts with :func:`rea.book.rules.decide_all`);
 * :func:`cluster_ratio_interval` (a ratio of means, bootstrapped over chains), :func:`kish` (effective samples);
 * :func:`separation` (of two ensembles) and :func:`t_inflation` (how much a Student-t interval on few degrees of
   freedom widens over the normal one).
@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from rea.book.rules import MIN_COUNTED, allowed_misses, decide_agreement, decide_all  # noqa: F401  (decide_all: for ch. 5, 6)
+from rea.book.rules import MIN_COUNTED, allowed_misses, decide_agreement
 
 
 def depth_below(ci_low, ci_high, floor: float) -> tuple[np.ndarray, np.ndarray]:

@@ -3,19 +3,17 @@
 A claim "method A scores better than method B" is decided on the per-target differences of their scores, the
 targets being the units both methods saw: :func:`paired_bootstrap` gives the mean difference and its percentile
 interval, resampling targets (within strata, e.g. model depths, so each stratum keeps its size). Chapter 7 scores
-single-token estimators per target with ``held_out_losses``
-(:func:`rea.single_token.evaluation.held_out_is_losses`, the per-target terms of
-:func:`rea.single_token.fitted_is_loss`, re-exported here); :func:`decide_paired` applies the rule to the interval
-(at least :data:`rea.book.rules.MIN_COUNTED` targets); :func:`rea.book.rules.decide_all` combines the three-valued
-decisions of a claim that is a conjunction ("beats every other method").
+single-token estimators per target with :func:`rea.single_token.evaluation.held_out_is_losses` (the per-target
+terms of :func:`rea.single_token.fitted_is_loss`; ``rea.book.held_out_losses``); :func:`decide_paired` applies the
+rule to the interval (at least :data:`rea.book.rules.MIN_COUNTED` targets); :func:`rea.book.rules.decide_all`
+combines the three-valued decisions of a claim that is a conjunction ("beats every other method").
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from rea.book.rules import MIN_COUNTED, decide_all, decide_effect  # noqa: F401  (decide_all: for chapter 7)
-from rea.single_token.evaluation import held_out_is_losses as held_out_losses  # noqa: F401  (for chapter 7)
+from rea.book.rules import MIN_COUNTED, decide_effect
 
 
 def paired_bootstrap(diff, strata=None, level: float = 0.95, n_boot: int = 10_000,

@@ -23,6 +23,9 @@ from rea.book.chapters import BOOK, CHAPTERS, ROOT
 CACHE = ROOT / "_build" / ".jupyter_cache"
 """jupyter-book's execution cache, where :mod:`rea.book.execute` stores the executed chapters."""
 
+CHAPTER_NUMBER = {name: i + 1 for i, name in enumerate(CHAPTERS)}
+"""Chapter short name -> its number in the book (the order of :data:`rea.book.chapters.CHAPTERS`)."""
+
 COLUMNS = (("papers' findings", "reproduced"), ("papers' findings", "not reproduced"),
            ("papers' findings", "inconclusive"), ("book's checks", "passes"), ("book's checks", "fails"),
            ("book's checks", "inconclusive"))
@@ -103,8 +106,7 @@ def findings_frame(rows: list[dict]):
     """The book's findings as a DataFrame: chapter (number and name), finding, this run, rule, verdict."""
     import pandas as pd
 
-    number = {name: i + 1 for i, name in enumerate(CHAPTERS)}
-    return pd.DataFrame({"Ch.": [number[r["chapter"]] for r in rows], "Finding": [r["paper"] for r in rows],
+    return pd.DataFrame({"Ch.": [CHAPTER_NUMBER[r["chapter"]] for r in rows], "Finding": [r["paper"] for r in rows],
                          "This run": [r["measured"] for r in rows], "Rule": [r["rule"] for r in rows],
                          "Verdict": [r["verdict"] for r in rows]})
 
@@ -114,19 +116,19 @@ def counts_by_chapter(rows: list[dict]):
     :data:`COLUMNS` (a two-level header: kind, verdict)."""
     import pandas as pd
 
-    number = {name: i + 1 for i, name in enumerate(CHAPTERS)}
     chapters = [name for name in CHAPTERS if any(r["chapter"] == name for r in rows)]
-    labels = [f"{number[name]} {name}" for name in chapters]
+    labels = [f"{CHAPTER_NUMBER[name]} {name}" for name in chapters]
     table = pd.DataFrame(0, index=labels + ["all"], columns=pd.MultiIndex.from_tuples(COLUMNS))
     for r in rows:
-        table.loc[f"{number[r['chapter']]} {r['chapter']}", (r["kind"], r["verdict"])] += 1
+        table.loc[f"{CHAPTER_NUMBER[r['chapter']]} {r['chapter']}", (r["kind"], r["verdict"])] += 1
     table.loc["all"] = table.loc[labels].sum()
     return table
 
 
 def _listing(rows: list[dict]) -> str:
-    number = {name: i + 1 for i, name in enumerate(CHAPTERS)}
-    return "; ".join(f"{r['paper'].removeprefix('(this book)').strip()} (ch. {number[r['chapter']]})" for r in rows)
+    """The findings of ``rows`` as "statement (ch. N); …"."""
+    return "; ".join(f"{r['paper'].removeprefix('(this book)').strip()} (ch. {CHAPTER_NUMBER[r['chapter']]})"
+                     for r in rows)
 
 
 def summary_sentences(notebooks: dict[str, object], rows: list[dict], budget_factor: str | None = None) -> str:
